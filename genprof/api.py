@@ -1,0 +1,157 @@
+"""The run orchestration: the one place that sees workloads, optimizations, profiler and store.
+
+`run(spec)` validates the spec (unknown workload, size or option: a
+GenprofError before anything is written), builds the workload (cached within
+the process), applies the optimizations, measures in timing or trace mode, and
+writes the run directory atomically. A run that raises is stored as failed with
+its reason and traceback; the caller decides how loud to be.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from genprof import optimizations, store, workloads
+from genprof.errors import GenprofError
+from genprof.profiler import measure_timing, measure_trace
+from genprof.profiler.scopes import NO_STEP
+from genprof.profiler.stats import summarize
+from genprof.reports.breakdown import breakdown
+from genprof.spec import OptSpec, RunSpec
+from genprof.workloads.base import Built
+
+_CACHE: "OrderedDict[tuple, Built]" = OrderedDict()
+_CACHE_SIZE = 3
+
+
+@dataclass
+class RunResult:
+    path: Path
+    meta: dict[str, Any]
+    ops: pd.DataFrame | None = field(repr=False)
+    phases: pd.DataFrame | None = field(repr=False)
+    output: Any = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.meta["status"] == "ok"
+
+
+def make_spec(workload: str, **kwargs: Any) -> RunSpec:
+    """A RunSpec from keyword arguments; `optimizations` may be strings like 'attn=flash'."""
+    opts = kwargs.pop("optimizations", ()) or ()
+    kwargs["optimizations"] = tuple(o if isinstance(o, OptSpec) else OptSpec.parse(o) for o in opts)
+    return RunSpec(workload=workload, **kwargs)
+
+
+def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
+    """The workload and optimizations of a spec, or a one-line GenprofError."""
+    wl = workloads.get(spec.workload)
+    wl.check(spec)
+    opts = optimizations.resolve(spec.optimizations, spec.workload)
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        raise GenprofError(f"device {spec.device!r} requested but CUDA is not available here; use --device cpu")
+    return wl, opts
+
+
+def build(spec: RunSpec) -> Built:
+    """Build (or reuse from this process's cache) the workload of a spec, optimizations applied."""
+    wl, opts = validate(spec)
+    key = (spec.workload, spec.size, spec.batch, spec.steps, spec.tokens, spec.dtype, spec.device,
+           spec.seed, spec.weights, spec.optimizations)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    _quiet_libraries()
+    built = wl.build(spec)
+    for o in opts:
+        built = o.apply(built)
+    _CACHE[key] = built
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return built
+
+
+def _quiet_libraries() -> None:
+    """diffusers and transformers warn about random-weight configs we build on purpose."""
+    for name in ("diffusers", "transformers"):
+        try:
+            __import__(name).utils.logging.set_verbosity_error()
+        except Exception:
+            pass
+
+
+def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str], None] | None = None,
+        **kwargs: Any) -> RunResult:
+    """Run and measure one spec (or a workload name plus RunSpec fields) and store it under `out`."""
+    if isinstance(spec, str):
+        spec = make_spec(spec, **kwargs)
+    wl, _ = validate(spec)
+    run_id = store.new_run_id(spec.workload, spec.size, spec.opt_label)
+    writer = store.RunWriter(out, run_id)
+    meta: dict[str, Any] = {
+        "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "spec": spec.to_dict(), "environment": store.environment(spec.device), "workload": wl.describe(),
+    }
+    ops = phases = output = None
+    try:
+        t0 = time.perf_counter()
+        built = build(spec)
+        meta["build_s"] = time.perf_counter() - t0
+        meta["info"] = built.info
+        device = torch.device(spec.device)
+        if spec.mode == "timing":
+            m = measure_timing(built, device, spec.repeats, spec.warmup, progress)
+        else:
+            labels = {"run_id": run_id, "workload": spec.workload, "size": spec.size,
+                      "optimizations": spec.opt_label}
+            trace_to = writer.path(store.TRACE) if spec.record_trace else None
+            m = measure_trace(built, device, spec.repeats, spec.warmup, labels, trace_to, progress)
+        ops, phases, output = m.ops, m.phase_times, m.output
+        writer.write_table(store.PHASES, phases)
+        if ops is not None:
+            writer.write_table(store.OPS, ops)
+        meta["summary"] = summarize_run(m, wl, built.info)
+        meta["status"] = "ok"
+    except KeyboardInterrupt:
+        writer.abort()
+        raise
+    except Exception as e:  # recorded, not raised: a failed run is a result too
+        meta["status"] = "failed"
+        meta["reason"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        meta["traceback"] = traceback.format_exc()
+    path = writer.commit(meta)
+    return RunResult(path=path, meta=meta, ops=ops, phases=phases, output=output)
+
+
+def summarize_run(m: Any, wl: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """Summary metrics for run.json: phase statistics, steps, memory, family shares."""
+    times = m.phase_times
+    whole = times[times["step"] == NO_STEP].groupby(["phase", "repeat"])["time_s"].sum()
+    phase_stats = {str(ph): summarize(g.to_numpy()) for ph, g in whole.groupby(level=0)}
+    steps = times[times["step"] != NO_STEP]
+    step_stats = {str(ph): {"steps_per_repeat": int(g.groupby("repeat").size().median()),
+                            "step": summarize(g["time_s"].to_numpy())}
+                  for ph, g in steps.groupby("phase")}
+    summary: dict[str, Any] = {
+        "timer": m.timer, "mode": m.mode, "total": phase_stats.pop("total", {}),
+        "phases": phase_stats, "steps": step_stats, "memory": m.memory,
+        "derived": wl.derived_metrics(phase_stats, info),
+    }
+    if m.ops is not None and not m.ops.empty:
+        fam = breakdown(m.ops, "family")
+        summary["family_share"] = dict(zip(fam["family"], fam["share"].round(6)))
+        summary["family_time_s"] = dict(zip(fam["family"], fam["time_s"]))
+        n = max(int(m.ops["repeat"].nunique()), 1)
+        summary["flops_per_repeat"] = float(m.ops["flops"].sum() / n)
+        summary["bytes_per_repeat"] = float(m.ops["bytes"].sum() / n)
+        summary["unclassified_ops"] = sorted(m.ops.loc[m.ops["family"] == "Other", "op"].unique().tolist())
+    return summary

@@ -1,0 +1,121 @@
+"""Named ranges for phases, steps, repeats and modules, and the hooks that push them.
+
+In trace mode every phase, step and repeat is a `record_function` range, and
+every module call is one too (a forward pre-hook opens it, a forward hook
+closes it), so each op in the trace sits inside the ranges of the innermost
+module, step, phase and repeat that ran it. The hooks are removed on exit: the
+model is left as it was. Timing mode uses `TimedPhases` instead: timer marks
+around phases and steps, no profiler at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch.autograd.profiler import record_function
+
+from genprof.profiler.taxonomy import attention_kind, is_attention_module
+
+PREFIX = "genprof."
+PHASE = "genprof.phase::"
+STEP = "genprof.step::"
+MODULE = "genprof.module::"
+REPEAT = "genprof.repeat::"
+NO_STEP = -1  # `step` of a row whose phase has no steps
+OUTSIDE_PHASES = "(outside phases)"  # `phase` of work a workload ran between its phases
+
+
+class TracePhases:
+    """Phases and steps as profiler ranges."""
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        with record_function(PHASE + name):
+            yield
+
+    @contextlib.contextmanager
+    def step(self, index: int) -> Iterator[None]:
+        with record_function(STEP + str(int(index))):
+            yield
+
+
+@dataclass
+class TimedPhases:
+    """Phases and steps as timer marks: (repeat, phase, step, start, end)."""
+
+    timer: Any
+    repeat: int
+    marks: list[tuple[int, str, int, Any, Any]] = field(default_factory=list)
+    _phase: str = ""
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        outer, self._phase = self._phase, name
+        start = self.timer.mark()
+        try:
+            yield
+        finally:
+            self.marks.append((self.repeat, name, NO_STEP, start, self.timer.mark()))
+            self._phase = outer
+
+    @contextlib.contextmanager
+    def step(self, index: int) -> Iterator[None]:
+        start = self.timer.mark()
+        try:
+            yield
+        finally:
+            self.marks.append((self.repeat, self._phase, int(index), start, self.timer.mark()))
+
+
+class ModuleScopes:
+    """Context manager: one profiler range per module call over every part.
+
+    `types[qualname]` and `attention_kinds[qualname]` describe each module
+    (qualname = part name + the module's path inside the part).
+    """
+
+    def __init__(self, parts: dict[str, torch.nn.Module]):
+        self.parts = parts
+        self.types: dict[str, str] = {}
+        self.attention_kinds: dict[str, str] = {}
+        self._handles: list[Any] = []
+        self._open: dict[str, list[Any]] = {}
+
+    def __enter__(self) -> "ModuleScopes":
+        for part, root in self.parts.items():
+            for name, module in root.named_modules():
+                qual = f"{part}.{name}" if name else part
+                mtype = type(module).__name__
+                self.types[qual] = mtype
+                if is_attention_module(mtype):
+                    self.attention_kinds[qual] = attention_kind(qual, module)
+                self._open[qual] = []
+                self._handles.append(module.register_forward_pre_hook(self._enter_hook(qual)))
+                self._handles.append(module.register_forward_hook(self._exit_hook(qual), always_call=True))
+        return self
+
+    def _enter_hook(self, qual: str):
+        label, stack = MODULE + qual, self._open[qual]
+
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            handle = torch.ops.profiler._record_function_enter_new(label, None)
+            stack.append(handle)
+
+        return hook
+
+    def _exit_hook(self, qual: str):
+        stack = self._open[qual]
+
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if stack:
+                torch.ops.profiler._record_function_exit._RecordFunction(stack.pop())
+
+        return hook
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

@@ -1,0 +1,107 @@
+"""The workload contract: what an adapter for one model family provides.
+
+A workload builds its model parts from a config (random weights, or real
+weights from a local directory), makes inputs, and runs one inference as named
+phases and steps. It marks phases through a `Phases` object that it is handed;
+it never imports the profiler, so the same code runs bare, timed or traced.
+Not here: timing, tracing, counting (genprof.profiler), optimizations.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Iterator, Protocol
+
+import torch
+
+from genprof.errors import GenprofError, unknown_choice
+from genprof.spec import RunSpec
+
+
+class Phases(Protocol):
+    """What a workload calls to mark its structure. Implemented by the profiler."""
+
+    def phase(self, name: str) -> ContextManager[None]: ...
+
+    def step(self, index: int) -> ContextManager[None]: ...
+
+
+class NullPhases:
+    """Marks nothing: a bare run."""
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def step(self, index: int) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Built:
+    """A workload ready to run: its model parts, and one inference as a function.
+
+    `parts` maps a part name (`unet`, `text_encoder`, `vae`, `model`) to its
+    module; the profiler hooks every submodule of every part. `infer(phases)`
+    runs one whole inference and returns its output (latents, images, tokens).
+    `info` carries what describes the run (parameters per part, shapes).
+    """
+
+    parts: dict[str, torch.nn.Module]
+    infer: Callable[[Phases], Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def count_parameters(parts: dict[str, torch.nn.Module]) -> dict[str, int]:
+    return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+class Workload(abc.ABC):
+    """One model family. Subclasses set the class attributes and implement `build`."""
+
+    name: str = ""
+    kind: str = ""  # "diffusion-tti", "transformer-tti", "ttv", "llm", ...
+    stand_in: str = ""  # the open model whose architecture is built
+    phases: tuple[str, ...] = ()
+    presets: dict[str, dict[str, Any]] = {}
+
+    def preset(self, size: str) -> dict[str, Any]:
+        if size not in self.presets:
+            raise unknown_choice(f"size for workload {self.name!r}", size, tuple(self.presets))
+        return self.presets[size]
+
+    def check(self, spec: RunSpec) -> None:
+        """Refuse a spec this workload cannot run, with a clear message."""
+        self.preset(spec.size)
+
+    @abc.abstractmethod
+    def build(self, spec: RunSpec) -> Built:
+        """Build the parts (weights from `spec.weights` when given) and the inference."""
+
+    @staticmethod
+    def derived_metrics(phase_stats: dict[str, dict[str, float]], info: dict[str, Any]) -> dict[str, float]:
+        """Workload-specific metrics from the phase statistics (time to first token, ...)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "stand_in": self.stand_in,
+                "phases": list(self.phases), "sizes": list(self.presets)}
+
+
+def require_weights_dir(path: str, *subdirs: str) -> None:
+    """Fail with one clear line when a weights directory lacks what a workload needs."""
+    import os
+
+    if not os.path.isdir(path):
+        raise GenprofError(f"weights directory {path!r} does not exist")
+    missing = [s for s in subdirs if not os.path.exists(os.path.join(path, s))]
+    if missing:
+        raise GenprofError(f"weights directory {path!r} lacks {', '.join(missing)}; "
+                           f"expected {', '.join(subdirs)} (save_pretrained layout, safetensors)")

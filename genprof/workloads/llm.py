@@ -1,0 +1,119 @@
+"""LLM inference (Llama-style decoder): prefill of a prompt batch, then decode.
+
+Phases: `prefill` (the whole prompt batch in one forward, producing the first
+token: time to first token) and `decode` (one forward per new token against
+the KV cache, each a step of its own: time per output token). Greedy sampling.
+`paper` is the Llama-2-7B configuration. Random weights from a config, or a
+local directory with a transformers checkpoint (config.json + safetensors).
+Not here: prefill schedules such as prepacking or chunking (optimizations).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from genprof.errors import GenprofError
+from genprof.spec import RunSpec
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
+from genprof.workloads.registry import register
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(config=dict(vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=4),
+                 prompt_len=32, tokens=8),
+    "small": dict(config=dict(vocab_size=8192, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
+                              num_attention_heads=8, num_key_value_heads=8),
+                  prompt_len=256, tokens=32),
+    "paper": dict(config=dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                              num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),
+                  prompt_len=512, tokens=128),  # Llama-2-7B
+}
+
+
+def build_model(p: dict[str, Any], attn_implementation: str = "sdpa") -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(max_position_embeddings=4096, **p["config"])
+    config._attn_implementation = attn_implementation
+    return LlamaForCausalLM(config)
+
+
+def load_model(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa") -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    require_weights_dir(path, "config.json")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers 5.x takes `cache=`, 4.x `past_key_values=`."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def new_cache(model: torch.nn.Module) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+@register
+class LLM(Workload):
+    name = "llm"
+    kind = "llm"
+    stand_in = "Llama-2 architecture (transformers LlamaForCausalLM)"
+    phases = ("prefill", "decode")
+    presets = PRESETS
+
+    def check(self, spec: RunSpec) -> None:
+        super().check(spec)
+        if spec.steps is not None:
+            raise GenprofError("--steps does not apply to llm; use --tokens for the number of decoded tokens")
+
+    def build(self, spec: RunSpec) -> Built:
+        p = self.preset(spec.size)
+        device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
+        torch.manual_seed(spec.seed)
+        model = load_model(spec.weights, dtype) if spec.weights else build_model(p)
+        model.to(device=device, dtype=dtype).eval()
+        tokens = spec.tokens or p["tokens"]
+        gen = torch.Generator().manual_seed(spec.seed)
+        prompt = torch.randint(0, model.config.vocab_size, (spec.batch, p["prompt_len"]), generator=gen).to(device)
+        cache_kw = _cache_kwarg(model)
+
+        def infer(phases: Phases) -> torch.Tensor:
+            cache = new_cache(model)
+            with phases.phase("prefill"):
+                logits = model(prompt, use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits
+                next_tok = logits[:, -1].argmax(-1, keepdim=True)
+            out = [next_tok]
+            with phases.phase("decode"):
+                for i in range(tokens):
+                    with phases.step(i):
+                        logits = model(next_tok, use_cache=True, **{cache_kw: cache}).logits
+                        next_tok = logits[:, -1].argmax(-1, keepdim=True)
+                        out.append(next_tok)
+            return torch.cat(out, dim=1)
+
+        info = {"parameters": count_parameters({"model": model}), "prompt_len": p["prompt_len"],
+                "decode_tokens": tokens, "batch": spec.batch,
+                "attn_implementation": getattr(model.config, "_attn_implementation", "")}
+        return Built(parts={"model": model}, infer=infer, info=info)
+
+    @staticmethod
+    def derived_metrics(phase_stats: dict[str, dict[str, float]], info: dict[str, Any]) -> dict[str, float]:
+        """Time to first token and time per output token from the phase medians."""
+        out: dict[str, float] = {}
+        if "prefill" in phase_stats:
+            out["ttft_s"] = phase_stats["prefill"]["median_s"]
+        if "decode" in phase_stats and info.get("decode_tokens"):
+            tpot = phase_stats["decode"]["median_s"] / info["decode_tokens"]
+            out["tpot_s"] = tpot
+            out["decode_tokens_per_s"] = info["batch"] / tpot
+        return out

@@ -1,0 +1,129 @@
+"""The GPU check behind scripts/gpu_check.sh: environment, timers, traced runs, attention backends.
+
+Each section is independent: one that fails prints its reason and the rest go
+on. Results: OUT/gpu_check.json plus the run directories under OUT/runs.
+Runs on the CPU too (`--device cpu`), which is how it is checked without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+
+def section(name, results):
+    def wrap(fn):
+        print(f"\n== {name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            results[name] = fn()
+            print(json.dumps(results[name], indent=1, default=str)[:4000])
+        except Exception as e:  # keep going: every section reports on its own
+            results[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            print(results[name]["traceback"])
+        print(f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        return fn
+    return wrap
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="gpu-check-out")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", default="small")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(args.device)
+    results: dict = {}
+
+    @section("environment", results)
+    def _env():
+        from genprof import store
+        return store.environment(args.device) | {"python_executable": platform.python_version()}
+
+    @section("cuda_events_vs_wall", results)
+    def _timers():
+        from genprof.profiler.timers import make_timer, synchronize
+        n = 4096 if dev.type == "cuda" else 512
+        a = torch.randn(n, n, device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        timer, rows = make_timer(dev), []
+        for _ in range(3):
+            a @ a
+        for _ in range(10):
+            synchronize(dev)
+            w0 = time.perf_counter()
+            s = timer.mark()
+            for _ in range(10):
+                a @ a
+            e = timer.mark()
+            timer.finish()
+            wall = time.perf_counter() - w0
+            rows.append((timer.elapsed_s(s, e), wall))
+        ev = sorted(r[0] for r in rows)[5]
+        wall = sorted(r[1] for r in rows)[5]
+        return {"timer": timer.kind, "median_timer_s": ev, "median_wall_s": wall, "ratio": ev / wall,
+                "matmul_tflops": 10 * 2 * n ** 3 / ev / 1e12}
+
+    @section("attention_backends", results)
+    def _attn():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        dtype = torch.float16 if dev.type == "cuda" else torch.float32
+        q = torch.randn(2, 8, 4096, 64, device=dev, dtype=dtype)
+        ref = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        res = {}
+        for b in (SDPBackend.MATH, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                  SDPBackend.CUDNN_ATTENTION):
+            try:
+                with sdpa_kernel(b):
+                    for _ in range(2):
+                        o = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                    ts = []
+                    for _ in range(5):
+                        if dev.type == "cuda":
+                            torch.cuda.synchronize()
+                        t0 = time.perf_counter()
+                        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                        if dev.type == "cuda":
+                            torch.cuda.synchronize()
+                        ts.append(time.perf_counter() - t0)
+                res[b.name] = {"median_s": sorted(ts)[2], "max_abs_diff_vs_default": float((o - ref).abs().max())}
+            except RuntimeError as e:
+                res[b.name] = {"unavailable": str(e).splitlines()[0][:200]}
+        return res
+
+    for workload, extra in (("llm", {}), ("stable-diffusion", {})):
+        @section(f"trace_{workload}_{args.size}", results)
+        def _trace(workload=workload, extra=extra):
+            import genprof
+            from genprof.reports import breakdown
+            res = genprof.run(workload, size=args.size, device=args.device, mode="trace", repeats=2,
+                              warmup=1, out=out / "runs", **extra)
+            if not res.ok:
+                return {"status": "failed", "reason": res.meta["reason"]}
+            fam = breakdown(res.ops, "family")
+            return {"status": "ok", "run": str(res.path), "phases": res.meta["summary"]["phases"],
+                    "device_time_s_total": float(res.ops["device_time_s"].sum() / 2),
+                    "cpu_time_s_total": float(res.ops["total_time_s"].sum() / 2),
+                    "family_share": dict(zip(fam["family"], fam["share"].round(4))),
+                    "memory": res.meta["summary"]["memory"]}
+
+        @section(f"timing_{workload}_{args.size}", results)
+        def _timing(workload=workload):
+            import genprof
+            res = genprof.run(workload, size=args.size, device=args.device, mode="timing", repeats=5,
+                              warmup=2, out=out / "runs")
+            return res.meta.get("summary", {}).get("phases", res.meta.get("reason"))
+
+    (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"\nwrote {out / 'gpu_check.json'}")
+
+
+if __name__ == "__main__":
+    main()

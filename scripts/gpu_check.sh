@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# GPU check: one script, a few minutes, on a machine with a CUDA GPU.
+#   scripts/gpu_check.sh OUTDIR
+# Prints and writes to OUTDIR: the environment, CUDA-event timing against wall
+# time, stable-diffusion and llm at `small` traced on CUDA with kernel time
+# attributed to ops, and the SDPA attention backends timed side by side.
+# Never part of the tests. Wheels for missing packages (diffusers) may be
+# carried in .whl/ (see docs/results/README.md).
+set -uo pipefail
+out="${1:-gpu-check-out}"
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+{ date -u +"%Y-%m-%dT%H:%M:%SZ"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; } \
+  | tee "$out/environment.txt"
+python3 scripts/gpu_check.py --out "$out" 2>&1 | tee "$out/gpu_check.log"
