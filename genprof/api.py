@@ -57,6 +57,8 @@ def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
     wl = workloads.get(spec.workload)
     wl.check(spec)
     opts = optimizations.resolve(spec.optimizations, spec.workload)
+    if spec.device == "meta" and spec.mode != "trace":
+        raise GenprofError("--device meta counts FLOPs and bytes without running anything; use --mode trace")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise GenprofError(f"device {spec.device!r} requested but CUDA is not available here; use --device cpu")
     return wl, opts
@@ -71,7 +73,11 @@ def build(spec: RunSpec) -> Built:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     _quiet_libraries()
-    built = wl.build(spec)
+    if spec.device == "meta":  # no weights allocated: build every parameter on the meta device
+        with torch.device("meta"):
+            built = wl.build(spec)
+    else:
+        built = wl.build(spec)
     for o in opts:
         built = o.apply(built)
     _CACHE[key] = built
@@ -108,13 +114,17 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
         meta["build_s"] = time.perf_counter() - t0
         meta["info"] = built.info
         device = torch.device(spec.device)
+        repeats, warmup = spec.repeats, spec.warmup
+        if spec.device == "meta":  # counts are deterministic and times meaningless: one pass
+            repeats, warmup = 1, 0
+            meta["note"] = "meta device: FLOPs, bytes and shapes only; times are not meaningful"
         if spec.mode == "timing":
-            m = measure_timing(built, device, spec.repeats, spec.warmup, progress)
+            m = measure_timing(built, device, repeats, warmup, progress)
         else:
             labels = {"run_id": run_id, "workload": spec.workload, "size": spec.size,
                       "optimizations": spec.opt_label}
             trace_to = writer.path(store.TRACE) if spec.record_trace else None
-            m = measure_trace(built, device, spec.repeats, spec.warmup, labels, trace_to, progress)
+            m = measure_trace(built, device, repeats, warmup, labels, trace_to, progress)
         ops, phases, output = m.ops, m.phase_times, m.output
         writer.write_table(store.PHASES, phases)
         if ops is not None:

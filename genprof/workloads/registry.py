@@ -32,5 +32,18 @@ def get(name: str) -> Workload:
 
 
 def _load_all() -> None:
-    # Importing the modules registers them; done lazily so `import genprof` stays cheap.
-    from genprof.workloads import llm, stable_diffusion  # noqa: F401
+    """Import every workload module once (importing registers it); lazy so `import genprof` stays cheap."""
+    if _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    import genprof.workloads as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in ("base", "registry") and not info.name.startswith("_"):
+            importlib.import_module(f"genprof.workloads.{info.name}")
+    _LOADED.append(True)
+
+
+_LOADED: list[bool] = []
