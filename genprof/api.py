@@ -25,7 +25,7 @@ from genprof.profiler import measure_timing, measure_trace
 from genprof.profiler.scopes import NO_STEP
 from genprof.profiler.stats import summarize
 from genprof.reports.breakdown import breakdown
-from genprof.spec import OptSpec, RunSpec
+from genprof.spec import OptSpec, RunSpec, parse_params
 from genprof.workloads.base import Built
 
 _CACHE: "OrderedDict[tuple, Built]" = OrderedDict()
@@ -49,6 +49,10 @@ def make_spec(workload: str, **kwargs: Any) -> RunSpec:
     """A RunSpec from keyword arguments; `optimizations` may be strings like 'attn=flash'."""
     opts = kwargs.pop("optimizations", ()) or ()
     kwargs["optimizations"] = tuple(o if isinstance(o, OptSpec) else OptSpec.parse(o) for o in opts)
+    params = kwargs.pop("params", ()) or ()
+    if isinstance(params, dict):
+        params = tuple(params.items())
+    kwargs["params"] = parse_params(params) if params and isinstance(params[0], str) else tuple(params)
     return RunSpec(workload=workload, **kwargs)
 
 
@@ -56,7 +60,7 @@ def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
     """The workload and optimizations of a spec, or a one-line GenprofError."""
     wl = workloads.get(spec.workload)
     wl.check(spec)
-    opts = optimizations.resolve(spec.optimizations, spec.workload)
+    opts = optimizations.resolve(spec.optimizations, spec)
     if spec.device == "meta" and spec.mode != "trace":
         raise GenprofError("--device meta counts FLOPs and bytes without running anything; use --mode trace")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
@@ -65,25 +69,35 @@ def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
 
 
 def build(spec: RunSpec) -> Built:
-    """Build (or reuse from this process's cache) the workload of a spec, optimizations applied."""
+    """Build the workload of a spec and apply its optimizations.
+
+    The plain build is cached within the process (keyed by everything that
+    shapes the model and inputs); optimizations wrap it without changing it,
+    except those that declare `mutates`, which get a fresh build.
+    """
     wl, opts = validate(spec)
-    key = (spec.workload, spec.size, spec.batch, spec.steps, spec.tokens, spec.dtype, spec.device,
-           spec.seed, spec.weights, spec.optimizations)
-    if key in _CACHE:
+    if any(o.mutates for o in opts):
+        built = _build_plain(wl, spec)
+    else:
+        key = (spec.workload, spec.size, spec.batch, spec.steps, spec.tokens, spec.dtype, spec.device,
+               spec.seed, spec.weights)
+        if key not in _CACHE:
+            _CACHE[key] = _build_plain(wl, spec)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)
-        return _CACHE[key]
+        built = _CACHE[key]
+    for o in opts:
+        built = o.apply(built)
+    return built
+
+
+def _build_plain(wl: Any, spec: RunSpec) -> Built:
     _quiet_libraries()
     if spec.device == "meta":  # no weights allocated: build every parameter on the meta device
         with torch.device("meta"):
-            built = wl.build(spec)
-    else:
-        built = wl.build(spec)
-    for o in opts:
-        built = o.apply(built)
-    _CACHE[key] = built
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return built
+            return wl.build(spec)
+    return wl.build(spec)
 
 
 def _quiet_libraries() -> None:
@@ -165,3 +179,34 @@ def summarize_run(m: Any, wl: Any, info: dict[str, Any]) -> dict[str, Any]:
         summary["bytes_per_repeat"] = float(m.ops["bytes"].sum() / n)
         summary["unclassified_ops"] = sorted(m.ops.loc[m.ops["family"] == "Other", "op"].unique().tolist())
     return summary
+
+
+# The study's suite: eight TTI/TTV models, then the LLM (prefill and decode are its two entries).
+SUITE = ("imagen", "stable-diffusion", "prod-image", "muse", "parti", "cm3leon", "make-a-video", "phenaki", "llm")
+
+
+@dataclass
+class SuiteEntry:
+    workload: str
+    status: str  # ok | failed
+    reason: str = ""
+    path: Path | None = None
+    seconds: float = 0.0
+
+
+def suite(size: str = "small", out: str | Path = "runs", workloads: tuple[str, ...] = SUITE,
+          on_start: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None,
+          **kwargs: Any) -> list[SuiteEntry]:
+    """Run every workload of the suite at one size; a failed workload is recorded and the rest go on."""
+    entries = []
+    for name in workloads:
+        if on_start:
+            on_start(name)
+        t0 = time.perf_counter()
+        try:
+            res = run(make_spec(name, size=size, **kwargs), out=out, progress=progress)
+            entries.append(SuiteEntry(name, res.meta["status"], res.meta.get("reason", ""), res.path,
+                                      time.perf_counter() - t0))
+        except GenprofError as e:
+            entries.append(SuiteEntry(name, "failed", str(e), None, time.perf_counter() - t0))
+    return entries

@@ -20,7 +20,8 @@ from genprof.errors import GenprofError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Characterize the inference of generative models: where the time goes.")
-out = Console()
+# Wide when not a terminal, so piped output is never cut to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 _state = {"debug": False}
 
@@ -57,6 +58,7 @@ def run_cmd(
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
     opt: List[str] = typer.Option([], "--opt", help="Optimization NAME[:key=value,...]; repeatable."),
+    set_: List[str] = typer.Option([], "--set", help="Override a size-preset value: key=value (e.g. latent=48)."),
     weights: Optional[Path] = typer.Option(None, help="Local directory with real weights (safetensors)."),
     trace_file: bool = typer.Option(False, "--trace-file", help="Keep the gzip Chrome trace (trace mode)."),
     seed: int = typer.Option(0, help="Seed for weights and inputs."),
@@ -66,7 +68,7 @@ def run_cmd(
     from genprof import api
 
     spec = api.make_spec(workload, size=size, batch=batch, steps=steps, tokens=tokens, repeats=repeats,
-                         warmup=warmup, mode=mode, device=device, dtype=dtype, optimizations=opt,
+                         warmup=warmup, mode=mode, device=device, dtype=dtype, optimizations=opt, params=set_,
                          weights=str(weights) if weights else None, record_trace=trace_file, seed=seed)
     api.validate(spec)
     total = warmup + repeats + (1 if mode == "trace" else 0)
@@ -88,7 +90,9 @@ def run_cmd(
 
 
 @app.command("show")
-def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
+             seq: bool = typer.Option(False, "--seq", help="Show the sequence-length profile of attention."),
+             per_step: bool = typer.Option(False, "--per-step", help="With --seq: one row per step.")) -> None:
     """Print a stored run: status, phases and the breakdown by operator family."""
     from genprof import store
 
@@ -97,7 +101,127 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory.")) -> No
     if meta["status"] != "ok":
         out.print(f"status: {meta['status']}: {meta.get('reason', '')}")
         raise typer.Exit(1)
-    _print_run(meta, store.read_table(run_dir, store.OPS))
+    ops = store.read_table(run_dir, store.OPS)
+    if seq:
+        if ops is None:
+            raise GenprofError(f"{run_dir} is a timing-mode run: it has no op table; rerun with --mode trace")
+        _print_seq(ops, per_step)
+        return
+    _print_run(meta, ops)
+
+
+def _print_seq(ops, per_step: bool) -> None:
+    from genprof.reports import seq_profile
+
+    prof = seq_profile(ops, per_step=per_step)
+    t = Table(title="attention sequence lengths (first repeat)")
+    cols = list(prof.columns)
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("phase", "block", "attention_kind", "run_id") else "right")
+    for row in prof.itertuples(index=False):
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    out.print(t)
+
+
+@app.command("report")
+def report_cmd(roots: List[Path] = typer.Argument(..., help="Run directories or folders of runs."),
+               out_file: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
+               title: str = typer.Option("genprof report", help="Page title.")) -> None:
+    """Write one self-contained HTML report (figures embedded, no network) over every run below ROOTS."""
+    from genprof.reports.html import write_report
+
+    out.print(f"report: {write_report(roots, out_file, title=title)}")
+
+
+@app.command("compare")
+def compare_cmd(run_dirs: List[Path] = typer.Argument(..., help="Two or more run directories; the first is the baseline.")) -> None:
+    """Compare runs against the first: speedup per operator family, per attention kind, end to end."""
+    import pandas as pd
+
+    from genprof import store
+    from genprof.reports import compare, end_to_end
+
+    if len(run_dirs) < 2:
+        raise GenprofError("compare needs two or more run directories; the first is the baseline")
+    metas = [store.read_run(d) for d in run_dirs]
+    tables = []
+    for d, m in zip(run_dirs, metas):
+        t = store.read_table(d, store.OPS)
+        if m["status"] != "ok":
+            raise GenprofError(f"{d} is a failed run ({m.get('reason', '')}); compare takes successful runs")
+        if t is not None:
+            tables.append(t)
+    e2e = end_to_end(metas)
+    _print_df("end to end (median of repeats; speedup = baseline / run)", e2e[
+        ["run_id", "optimizations", "mode", "total_median_s", "total_stdev_s", "n", "speedup", "speedup_spread"]])
+    if len(tables) >= 2:
+        ops = pd.concat(tables, ignore_index=True)
+        _print_df("per operator family", compare(ops, "family").drop(columns=["run_id"]))
+        att = ops[ops["family"] == "Attention"]
+        if att["run_id"].nunique() >= 2:
+            _print_df("attention, per kind", compare(att, "attention_kind").drop(columns=["run_id"]))
+    else:
+        out.print("(per-family comparison needs trace-mode runs)")
+
+
+def _print_df(title: str, df) -> None:
+    t = Table(title=title)
+    for c in df.columns:
+        t.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")
+    for row in df.itertuples(index=False):
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    out.print(t)
+
+
+@app.command("suite")
+def suite_cmd(
+    size: str = typer.Option("small", help="tiny | small | paper"),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder for run directories."),
+    report: Path = typer.Option(None, help="HTML report to write at the end (default: OUT/report.html)."),
+    repeats: int = typer.Option(2, help="Measured repeats per workload."),
+    warmup: int = typer.Option(1, help="Warm-up runs per workload."),
+    mode: str = typer.Option("trace", help="timing | trace"),
+    device: str = typer.Option("cpu", help="cpu | cuda | meta (counting only)"),
+    only: List[str] = typer.Option([], "--only", help="Run only these workloads (repeatable)."),
+) -> None:
+    """Characterize the study's suite (8 TTI/TTV workloads + the LLM), one after another."""
+    from genprof import api
+
+    names = tuple(only) or api.SUITE
+    for n in names:
+        if n not in api.SUITE:
+            raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
+    api.make_spec(names[0], size=size, repeats=repeats, warmup=warmup, mode=mode, device=device)  # validate
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("suite", total=len(names))
+        current = {"name": ""}
+
+        def on_start(name: str) -> None:
+            if current["name"]:
+                bar.advance(task)
+            current["name"] = name
+            bar.update(task, description=f"suite {size}: {name}")
+
+        def progress(what: str) -> None:
+            bar.update(task, description=f"suite {size}: {current['name']}: {what}")
+
+        entries = api.suite(size=size, out=out_dir, workloads=names, on_start=on_start, progress=progress,
+                            repeats=repeats, warmup=warmup, mode=mode, device=device)
+    t = Table(title=f"suite at size {size}")
+    for col in ("workload", "status", "seconds", "run / reason"):
+        t.add_column(col)
+    for e in entries:
+        t.add_row(e.workload, e.status, f"{e.seconds:.1f}", str(e.path) if e.status == "ok" else e.reason)
+    out.print(t)
+    from genprof.reports.html import write_report
+
+    paths = [e.path for e in entries if e.path is not None]
+    if paths:
+        out.print(f"report: {write_report(paths, report or out_dir / 'report.html', title=f'genprof suite ({size})')}")
+    failed = [e for e in entries if e.status != "ok"]
+    if failed:
+        raise typer.Exit(1)
 
 
 def _print_run(meta: dict, ops) -> None:

@@ -77,6 +77,7 @@ class RunSpec:
     weights: str | None = None  # local directory with real weights (safetensors)
     optimizations: tuple[OptSpec, ...] = field(default_factory=tuple)
     record_trace: bool = False  # keep the gzip Chrome trace in the run directory
+    params: tuple[tuple[str, Any], ...] = ()  # preset overrides (`--set latent=48`), see Workload.config
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -102,11 +103,30 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["optimizations"] = [o.label for o in self.optimizations]
+        d["params"] = {k: v for k, v in self.params}
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
         d = dict(d)
         d["optimizations"] = tuple(OptSpec.parse(o) for o in d.get("optimizations", ()))
+        d["params"] = tuple(dict(d.get("params") or {}).items())
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def parse_params(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """`--set key=value` strings to (key, value) pairs; values read as JSON when they parse (48, 0.5, [1,2])."""
+    import json
+
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise GenprofError(f"bad --set {item!r}; expected key=value, e.g. --set latent=48")
+        try:
+            parsed: Any = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.append((key.strip(), parsed))
+    return tuple(out)

@@ -142,7 +142,7 @@ def load_runs(root: str | os.PathLike, table: str = "ops") -> pd.DataFrame:
         if table == "phases":
             spec = meta.get("spec", {})
             df = df.assign(run_id=meta["run_id"], workload=spec.get("workload", ""),
-                           size=spec.get("size", ""), optimizations="+".join(spec.get("optimizations", []))
+                           size=spec.get("size", ""), optimizations="+".join(spec.get("optimizations") or [])
                            or "baseline", mode=spec.get("mode", ""))
         frames.append(df)
     if table == "runs":
@@ -158,7 +158,7 @@ def _run_record(meta: dict[str, Any], d: Path) -> dict[str, Any]:
         "run_id": meta["run_id"], "path": str(d), "status": meta["status"], "reason": meta.get("reason", ""),
         "workload": spec.get("workload"), "size": spec.get("size"), "batch": spec.get("batch"),
         "mode": spec.get("mode"), "device": spec.get("device"), "dtype": spec.get("dtype"),
-        "optimizations": "+".join(spec.get("optimizations", [])) or "baseline",
+        "optimizations": "+".join(spec.get("optimizations") or []) or "baseline",
         "total_median_s": total.get("median_s"), "total_stdev_s": total.get("stdev_s"),
         "repeats": total.get("n"), "created": meta.get("created"),
     }

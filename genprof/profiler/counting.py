@@ -130,15 +130,17 @@ def attention_dims(op: str, shapes: Sequence[Shape]) -> dict[str, int] | None:
         if len(q) < 3:
             return None
         return {"seq_q": q[-2], "seq_kv": k[-2], "batch_heads": _numel(q[:-2]), "head_dim": q[-1]}
+    if op == "aten::baddbmm" and len(t) >= 3 and len(t[0]) >= 2:
+        # baddbmm(scores_init, Q, K^T): its first input has the scores' shape (.., Lq, Lk)
+        q = t[1]
+        return {"seq_q": t[0][-2], "seq_kv": t[0][-1], "batch_heads": _numel(q[:-2]), "head_dim": q[-1]}
     if op in ("aten::matmul", "aten::bmm", "aten::baddbmm"):
-        a, b = (t[1], t[2]) if op == "aten::baddbmm" and len(t) >= 3 else (t[0], t[1])
-        if len(a) < 2 or len(b) < 2:
+        # QK^T is (.., Lq, D) @ (.., D, Lk) and PV is (.., Lq, Lk) @ (.., Lk, D): the shapes alone cannot
+        # tell the two apart, so only Lq is reported; the softmax row of the same call carries both lengths.
+        a = t[1] if op == "aten::baddbmm" and len(t) >= 3 else t[0]
+        if len(a) < 2:
             return None
-        # QK^T: (.., Lq, D) @ (.., D, Lk); PV: (.., Lq, Lk) @ (.., Lk, D). Either way Lq = a[-2].
-        # We cannot tell the two apart from shapes alone when D == Lk; report a[-2] and the
-        # larger of the inner/outer dim as the key length (D < Lk in every model we profile).
-        return {"seq_q": a[-2], "seq_kv": max(b[-1], a[-1]) if b[-2] == a[-1] else b[-1],
-                "batch_heads": _numel(a[:-2]), "head_dim": min(a[-1], b[-1])}
+        return {"seq_q": a[-2], "seq_kv": 0, "batch_heads": _numel(a[:-2]), "head_dim": 0}
     return None
 
 

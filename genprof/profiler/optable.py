@@ -28,7 +28,7 @@ from genprof.profiler import counting, scopes, taxonomy
 
 OP_COLUMNS = [
     "run_id", "workload", "size", "optimizations", "repeat", "phase", "step", "part", "module",
-    "module_type", "op", "family", "attention_kind", "calls", "self_time_s", "total_time_s",
+    "module_type", "op", "kernel", "family", "attention_kind", "calls", "self_time_s", "total_time_s",
     "device_time_s", "flops", "bytes", "input_shapes", "seq_q", "seq_kv", "batch_heads", "head_dim",
 ]
 _KEY = ("repeat", "phase", "step", "module", "op", "input_shapes")
@@ -91,6 +91,20 @@ def build(events: Iterable[Any], module_types: dict[str, str], attention_kinds: 
     return table[OP_COLUMNS], pd.DataFrame(phase_times, columns=["repeat", "phase", "step", "time_s"])
 
 
+def _attention_kernel(e: Any) -> str:
+    """The kernel a fused attention op dispatched to: its deepest `*attention*`/`flash` descendant,
+    plus the first GPU kernel it launched, e.g. `aten::_scaled_dot_product_flash_attention_for_cpu`."""
+    name, node = "", e
+    while True:
+        nxt = next((c for c in node.cpu_children if "attention" in c.name or "flash" in c.name), None)
+        if nxt is None:
+            break
+        name, node = nxt.name, nxt
+    device_kernels = [k.name for k in getattr(node, "kernels", [])] or \
+        [k.name for c in node.cpu_children for k in getattr(c, "kernels", [])]
+    return name + (f" | {device_kernels[0]}" if device_kernels else "")
+
+
 def _add(rows: dict[tuple, dict[str, Any]], ctx: dict[str, Any], op: str, e: Any,
          module_types: dict[str, str], attention_kinds: dict[str, str], overhead: bool) -> None:
     if overhead:
@@ -111,9 +125,10 @@ def _add(rows: dict[tuple, dict[str, Any]], ctx: dict[str, Any], op: str, e: Any
         fam = taxonomy.family(op, mtype)
         flops, nbytes = (0, 0) if overhead else counting.count(op, shapes, dtypes, args)
         dims = counting.attention_dims(op, shapes) if fam == "Attention" else None
+        kernel = _attention_kernel(e) if op in taxonomy.FUSED_ATTENTION else ""
         row = rows[key] = {
             "repeat": ctx["repeat"], "phase": ctx["phase"], "step": ctx["step"], "module": module,
-            "module_type": mtype, "op": op, "family": fam,
+            "module_type": mtype, "op": op, "kernel": kernel, "family": fam,
             "attention_kind": attention_kinds.get(module, "self") if fam == "Attention" else "",
             "calls": 0, "self_time_s": 0.0, "total_time_s": 0.0, "device_time_s": 0.0,
             "flops": 0, "bytes": 0, "input_shapes": shapes_str,

@@ -43,3 +43,52 @@ def top_ops(ops: pd.DataFrame, n: int = 15) -> pd.DataFrame:
     """The n most expensive (op, family) pairs, excluding overhead."""
     real = ops[ops["family"] != "Overhead"]
     return breakdown(real, by=["op", "family"]).head(n)
+
+
+def attention_calls(ops: pd.DataFrame) -> pd.DataFrame:
+    """One row per attention computation: fused kernels, or the softmax of an unfused one.
+
+    (An unfused attention has three rows, matmul/softmax/matmul; its softmax alone
+    carries the unambiguous sequence lengths, so it stands for the call.)
+    """
+    from genprof.profiler.taxonomy import FUSED_ATTENTION
+
+    att = ops[ops["family"] == "Attention"]
+    return att[att["op"].isin(FUSED_ATTENTION) | att["op"].str.contains("softmax")]
+
+
+def block_of(module: str) -> str:
+    """The block a module belongs to: its path up to the first numbered component.
+
+    `unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1` -> `unet.down_blocks.1`;
+    `model.model.layers.7.self_attn` -> `model.model.layers.7`; `unet.mid_block...` -> up to `mid_block`.
+    """
+    parts = module.split(".")
+    for i, p in enumerate(parts):
+        if p.isdigit():
+            return ".".join(parts[: i + 1])
+        if p.startswith("mid"):
+            return ".".join(parts[: i + 1])
+    return ".".join(parts[:2])
+
+
+def seq_profile(ops: pd.DataFrame, per_step: bool = False) -> pd.DataFrame:
+    """The sequence-length profile of a run: per phase, block and attention kind,
+    the query and key lengths, batch x heads and head dim of its attention calls
+    (first repeat). With per_step=False, steps are folded: seq ranges become
+    min/max columns and `steps` counts them.
+    """
+    att = attention_calls(ops)
+    att = att[att["repeat"] == att["repeat"].min()].copy()
+    att["block"] = att["module"].map(block_of)
+    run_keys = ["run_id"] if att["run_id"].nunique() > 1 else []
+    keys = run_keys + ["phase", "block", "attention_kind"]
+    if per_step:
+        cols = keys + ["step", "seq_q", "seq_kv", "batch_heads", "head_dim"]
+        return att.groupby(cols, sort=False, dropna=False).agg(calls=("calls", "sum"), flops=("flops", "sum"),
+                                                 time_s=("total_time_s", "sum")).reset_index()
+    return att.groupby(keys, sort=False, dropna=False).agg(
+        seq_q_min=("seq_q", "min"), seq_q_max=("seq_q", "max"), seq_kv_min=("seq_kv", "min"),
+        seq_kv_max=("seq_kv", "max"), batch_heads=("batch_heads", "max"), head_dim=("head_dim", "max"),
+        steps=("step", "nunique"), calls=("calls", "sum"), flops=("flops", "sum"),
+        time_s=("total_time_s", "sum")).reset_index()

@@ -77,9 +77,21 @@ class Workload(abc.ABC):
             raise unknown_choice(f"size for workload {self.name!r}", size, tuple(self.presets))
         return self.presets[size]
 
+    def config(self, spec: RunSpec) -> dict[str, Any]:
+        """The size preset with the spec's `--set key=value` overrides applied (top-level keys only)."""
+        p = dict(self.preset(spec.size))
+        for key, value in spec.params:
+            if key not in p:
+                raise unknown_choice(f"--set key for {self.name}", key, sorted(p))
+            if isinstance(p[key], dict) and not isinstance(value, dict):
+                raise GenprofError(f"--set {key} needs a JSON object (it is a group of settings): "
+                                   f"--set '{key}={{...}}'")
+            p[key] = {**p[key], **value} if isinstance(p[key], dict) else value
+        return p
+
     def check(self, spec: RunSpec) -> None:
         """Refuse a spec this workload cannot run, with a clear message."""
-        self.preset(spec.size)
+        self.config(spec)
 
     @abc.abstractmethod
     def build(self, spec: RunSpec) -> Built:

@@ -77,7 +77,7 @@ class LLM(Workload):
             raise GenprofError("--steps does not apply to llm; use --tokens for the number of decoded tokens")
 
     def build(self, spec: RunSpec) -> Built:
-        p = self.preset(spec.size)
+        p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
         torch.manual_seed(spec.seed)
         model = load_model(spec.weights, dtype) if spec.weights else build_model(p)

@@ -98,7 +98,7 @@ class StableDiffusion(Workload):
     def build(self, spec: RunSpec) -> Built:
         from diffusers import DDIMScheduler
 
-        p = self.preset(spec.size)
+        p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
         torch.manual_seed(spec.seed)
         if spec.weights:

@@ -1,0 +1,598 @@
+"""One self-contained HTML report over one or more run folders.
+
+`write_report(roots, out)` reads every run below the roots (ops, phases and
+run.json), draws the figures of `genprof.reports.figures` as embedded PNGs
+(base64 data URLs), and renders one HTML file with an inline stylesheet and a
+small inline table sorter: no server, no network, no URL of any kind. A
+Content-Security-Policy in the page forbids every external load and every
+script but the sorter (by hash), and jinja2 autoescaping turns every string
+that comes from a run (workload, module and op names, reasons) into text.
+
+Sections: summary, environment and provenance, figures, family breakdown,
+phase statistics, top ops, sequence-length profile, optimizations (speedup
+against the baseline run of the same workload / size / batch, with quality
+metrics from `summary.quality`), failed runs, and notes (corrupt runs skipped,
+figures that the data does not support).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import jinja2
+import pandas as pd
+
+from genprof import store
+from genprof.errors import GenprofError
+from genprof.profiler.stats import summarize
+from genprof.reports import figures as F
+from genprof.reports.breakdown import seq_profile
+
+TOP_OPS = 15
+RUN_COLUMNS = ["run_id", "path", "status", "reason", "workload", "size", "batch", "mode", "device", "dtype",
+               "optimizations", "total_median_s", "total_stdev_s", "repeats", "created"]
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _load(roots: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """runs / ops / phases over every root (each run once), run.json per run, and the skip notes."""
+    runs_f, ops_f, ph_f, notes = [], [], [], []
+    seen: set[str] = set()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for root in roots:
+            runs = store.load_runs(root, "runs")
+            if runs.empty:
+                continue
+            dup = runs[runs.duplicated("run_id", keep=False)]
+            for rid, g in dup.groupby("run_id"):
+                notes.append(f"run id {rid} appears in several directories ({', '.join(g['path'])}); "
+                             "they are shown as one run")
+            new = set(runs["run_id"]) - seen
+            runs = runs[runs["run_id"].isin(new)].drop_duplicates("run_id")
+            seen |= new
+            runs_f.append(runs)
+            for table, frames in (("ops", ops_f), ("phases", ph_f)):
+                df = store.load_runs(root, table)
+                if not df.empty:
+                    frames.append(df[df["run_id"].isin(new)])
+    for w in caught:
+        msg = str(w.message)
+        if msg not in notes:
+            notes.append(msg)
+    runs = pd.concat(runs_f, ignore_index=True) if runs_f else pd.DataFrame(columns=RUN_COLUMNS)
+    ops = pd.concat(ops_f, ignore_index=True) if ops_f else pd.DataFrame()
+    phases = pd.concat(ph_f, ignore_index=True) if ph_f else pd.DataFrame()
+    metas = {}
+    for r in runs.itertuples():
+        try:
+            metas[r.run_id] = store.read_run(r.path)
+        except GenprofError as e:  # changed under our feet
+            notes.append(f"skipped: {e}")
+    return {"runs": runs, "ops": ops, "phases": phases, "metas": metas, "notes": notes}
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    v = _num(x)
+    if v is None:
+        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+    if v == int(v) and abs(v) < 1e15 and not isinstance(x, float):
+        return str(int(v))
+    return f"{v:.{digits}g}"
+
+
+def cell(text: Any, sort: Any = None) -> dict[str, Any]:
+    """A table cell: displayed text and a numeric sort key (`sort`, or the text when it is a number)."""
+    key = _num(sort) if sort is not None else (None if isinstance(text, str) else _num(text))
+    return {"text": "—" if text is None else str(text), "sort": "" if key is None else repr(key)}
+
+
+def num(x: Any, digits: int = 4, scale: float = 1.0, suffix: str = "") -> dict[str, Any]:
+    v = _num(x)
+    if v is None:
+        return cell("—")
+    return {"text": _fmt(v * scale, digits) + suffix, "sort": repr(v)}
+
+
+def pct(x: Any) -> dict[str, Any]:
+    v = _num(x)
+    return cell("—") if v is None else {"text": f"{100 * v:.1f}%", "sort": repr(v)}
+
+
+def table(tid: str, columns: list[str], rows: list[list[dict[str, Any]]], caption: str = "",
+          empty: str = "no rows") -> dict[str, Any]:
+    return {"id": tid, "columns": columns, "rows": rows, "caption": caption, "empty": empty}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+def _command(spec: dict[str, Any]) -> str:
+    """The `genprof run` command line that reproduces a spec."""
+    parts = ["genprof", "run", str(spec.get("workload", "?"))]
+    defaults = {"size": "tiny", "batch": 1, "steps": None, "tokens": None, "repeats": 3, "warmup": 1,
+                "mode": "trace", "device": "cpu", "dtype": "float32", "seed": 0, "weights": None}
+    for key, default in defaults.items():
+        v = spec.get(key, default)
+        if v is not None and v != default:
+            parts += [f"--{key}", str(v)]
+    for o in spec.get("optimizations", []) or []:
+        parts += ["--opt", str(o)]
+    if spec.get("record_trace"):
+        parts.append("--trace-file")
+    return " ".join(parts)
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix or "quality": value}
+
+
+def _quality(meta: dict[str, Any]) -> dict[str, Any]:
+    q = (meta.get("summary") or {}).get("quality")
+    return {} if q is None else _flatten("", q) if isinstance(q, dict) else {"quality": q}
+
+
+def _top_family(rid: str, ops: pd.DataFrame, meta: dict[str, Any]) -> tuple[str, float | None]:
+    shares = (meta.get("summary") or {}).get("family_share") or {}
+    if not ops.empty and rid in set(ops["run_id"]):
+        run = ops[ops["run_id"] == rid]
+        t = run.groupby(["family", "repeat"])["total_time_s"].sum().groupby("family").mean()
+        shares = (t / t.sum()).to_dict()
+    shares = {k: v for k, v in shares.items() if k != "Overhead" and _num(v) is not None}
+    if not shares:
+        return "—", None
+    fam = max(shares, key=shares.get)
+    return fam, float(shares[fam])
+
+
+def _summary(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> dict[str, Any]:
+    runs = d["runs"].set_index("run_id")
+    rows = []
+    for rid in order:
+        r, meta = runs.loc[rid], d["metas"].get(rid, {})
+        fam, share = _top_family(rid, d["ops"], meta)
+        med, sd = _num(r.get("total_median_s")), _num(r.get("total_stdev_s"))
+        total = "—" if med is None else f"{med:.4g} ± {(sd or 0.0):.2g} s"
+        rows.append([cell(labels[rid]), cell(r.get("workload")), cell(r.get("size")), num(r.get("batch")),
+                     cell(r.get("mode")), cell(r.get("device")), cell(r.get("dtype")), cell(r.get("optimizations")),
+                     cell(r.get("status")), cell(total, med), num(r.get("repeats")),
+                     cell(fam if share is None else f"{fam} ({100 * share:.0f}%)", share), cell(rid)])
+    cols = ["run", "workload", "size", "batch", "mode", "device", "dtype", "optimizations", "status",
+            "total (median ± stdev)", "repeats", "top family (excl. overhead)", "run id"]
+    return table("table-summary", cols, rows, "One row per run. Total: whole-inference wall time over repeats.",
+                 empty="no runs found")
+
+
+def _environment(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> tuple[dict, list[dict]]:
+    rows, prov = [], []
+    for rid in order:
+        meta = d["metas"].get(rid, {})
+        env, spec = meta.get("environment") or {}, meta.get("spec") or {}
+        rows.append([cell(labels[rid]), cell(meta.get("created")), cell(spec.get("device")),
+                     cell(env.get("device_name")), cell(env.get("cuda")), cell(env.get("torch")),
+                     cell(env.get("python")), cell(env.get("diffusers")), cell(env.get("transformers")),
+                     cell(env.get("genprof_git")), cell(env.get("platform")),
+                     cell(f"{env.get('cpu_count', '—')} / {env.get('torch_threads', '—')}"),
+                     num(meta.get("build_s"), 3)])
+        wl = meta.get("workload") or {}
+        prov.append({"label": labels[rid], "run_id": rid, "command": _command(spec),
+                     "stand_in": wl.get("stand_in", ""), "kind": wl.get("kind", ""),
+                     "spec": json.dumps(spec, indent=1, sort_keys=True, default=str),
+                     "info": json.dumps(meta.get("info") or {}, indent=1, sort_keys=True, default=str),
+                     "note": meta.get("note", ""), "path": str(d["runs"].set_index("run_id").loc[rid, "path"])})
+    cols = ["run", "created (UTC)", "device", "device name", "CUDA", "torch", "python", "diffusers",
+            "transformers", "genprof git", "platform", "CPUs / torch threads", "build s"]
+    return table("table-environment", cols, rows, "Versions and machine of each run (from run.json)."), prov
+
+
+def _family_table(ops: pd.DataFrame) -> dict[str, Any]:
+    rows = []
+    if not ops.empty:
+        fs = F.family_shares(ops)
+        for r in fs.itertuples():
+            rows.append([cell(r.bar), cell(r.family), num(r.time_s), num(r.time_stdev_s, 2), pct(r.share),
+                         num(r.flops, 4, 1e-9), num(r.bytes, 4, 1e-6)])
+    return table("table-family", ["bar", "family", "time s (mean)", "stdev s", "share", "GFLOP", "MB moved"], rows,
+                 "Time per operator family, mean over repeats; LLM runs split into prefill and decode.",
+                 empty="no op tables: the family breakdown needs trace-mode runs (--mode trace)")
+
+
+def _phase_table(phases: pd.DataFrame, labels: dict[str, str], order: list[str]) -> dict[str, Any]:
+    rows = []
+    if not phases.empty:
+        rank = {rid: i for i, rid in enumerate(order)}
+        for rid in sorted(phases["run_id"].unique(), key=lambda r: rank.get(r, 1e9)):
+            run = phases[phases["run_id"] == rid]
+            whole = run[run["step"] < 0]
+            names = list(dict.fromkeys(whole["phase"]))
+            names = [n for n in names if n != "total"] + (["total"] if "total" in names else [])
+            for ph in names:
+                s = summarize(whole.loc[whole["phase"] == ph].groupby("repeat")["time_s"].sum().to_numpy())
+                steps = run[(run["phase"] == ph) & (run["step"] >= 0)]
+                per = int(steps.groupby("repeat").size().median()) if len(steps) else None
+                rows.append(_stat_row(labels.get(rid, rid), ph, s, per))
+                if len(steps):
+                    rows.append(_stat_row(labels.get(rid, rid), f"{ph} (per step)",
+                                          summarize(steps["time_s"].to_numpy()), None))
+    return table("table-phases", ["run", "phase", "median s", "p10 s", "p90 s", "stdev s", "n", "steps / repeat"],
+                 rows, "Wall time per phase over the measured repeats (n = repeats; per step: all steps pooled).",
+                 empty="no phase tables")
+
+
+def _stat_row(label: str, phase: str, s: dict[str, Any], steps: int | None) -> list[dict[str, Any]]:
+    return [cell(label), cell(phase), num(s.get("median_s")), num(s.get("p10_s")), num(s.get("p90_s")),
+            num(s.get("stdev_s"), 2), num(s.get("n")), num(steps) if steps else cell("—")]
+
+
+def _derived_table(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> dict[str, Any]:
+    rows = []
+    for rid in order:
+        summ = d["metas"].get(rid, {}).get("summary") or {}
+        for k, v in (summ.get("derived") or {}).items():
+            rows.append([cell(labels[rid]), cell(k), num(v, 5)])
+        mem = summ.get("memory") or {}
+        for k in ("peak_device_bytes", "peak_rss_growth_bytes"):
+            if _num(mem.get(k)) is not None:
+                rows.append([cell(labels[rid]), cell(k.replace("_bytes", " (MiB)")), num(mem[k], 5, 1 / 2**20)])
+    return table("table-derived", ["run", "metric", "value"], rows,
+                 "Workload metrics (time to first token, time per output token, ...) and peak memory.",
+                 empty="no derived metrics")
+
+
+def _top_ops_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) -> dict[str, Any]:
+    rows = []
+    if not ops.empty:
+        for rid in [r for r in order if r in set(ops["run_id"])]:
+            run = ops[ops["run_id"] == rid]
+            n_rep = max(run["repeat"].nunique(), 1)
+            total = run["total_time_s"].sum() / n_rep
+            real = run[run["family"] != "Overhead"]
+            g = real.groupby(["op", "family"], dropna=False).agg(
+                time_s=("total_time_s", "sum"), calls=("calls", "sum"), flops=("flops", "sum"),
+                bytes=("bytes", "sum")).reset_index()
+            g[["time_s", "calls", "flops", "bytes"]] = g[["time_s", "calls", "flops", "bytes"]] / n_rep
+            for r in g.sort_values("time_s", ascending=False).head(TOP_OPS).itertuples():
+                ai = r.flops / r.bytes if r.bytes else None
+                rows.append([cell(labels[rid]), cell(r.op), cell(r.family), num(r.calls, 6), num(r.time_s),
+                             pct(r.time_s / total if total else None), num(r.flops, 4, 1e-9), num(r.bytes, 4, 1e-6),
+                             num(ai, 3)])
+    return table("table-top-ops", ["run", "op", "family", "calls / repeat", "time s / repeat", "share of run",
+                                   "GFLOP", "MB moved", "FLOP / byte"], rows,
+                 f"The {TOP_OPS} most expensive ops of each run (overhead excluded), per repeat.",
+                 empty="no op tables: top ops need trace-mode runs (--mode trace)")
+
+
+def _seq_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) -> dict[str, Any]:
+    rows = []
+    if not ops.empty:
+        for rid in [r for r in order if r in set(ops["run_id"])]:
+            p = seq_profile(ops[ops["run_id"] == rid])
+            for r in p.itertuples():
+                rng = lambda a, b: cell(_fmt(a) if a == b else f"{_fmt(a)}–{_fmt(b)}", b)
+                rows.append([cell(labels[rid]), cell(r.phase), cell(r.block), cell(r.attention_kind),
+                             rng(r.seq_q_min, r.seq_q_max), rng(r.seq_kv_min, r.seq_kv_max), num(r.batch_heads),
+                             num(r.head_dim), num(r.steps), num(r.calls), num(r.flops, 4, 1e-9), num(r.time_s)])
+    return table("table-seq", ["run", "phase", "block", "attention kind", "seq_q", "seq_kv", "batch × heads",
+                               "head dim", "steps", "calls", "GFLOP", "time s"], rows,
+                 "Attention calls per phase, block and kind (first repeat); ranges over steps.",
+                 empty="no attention calls in the op tables (or only timing-mode runs)")
+
+
+def _optimizations(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> tuple[dict, pd.DataFrame]:
+    runs = d["runs"]
+    base = runs[(runs["optimizations"] == "baseline") & (runs["status"] == "ok")]
+    recs, rows, qkeys = [], [], []
+    for rid in order:
+        r = runs.set_index("run_id").loc[rid]
+        if r["optimizations"] == "baseline":
+            continue
+        same = base[(base["workload"] == r["workload"]) & (base["size"] == r["size"]) & (base["batch"] == r["batch"])]
+        b = None
+        if len(same):  # prefer the same mode, device and dtype, then the newest
+            score = sum((same[c] == r[c]).astype(int) for c in ("mode", "device", "dtype"))
+            same = same.assign(_score=score).sort_values(["_score", "created"], ascending=[False, False])
+            b = same.iloc[0]
+        q = _quality(d["metas"].get(rid, {}))
+        qkeys += [k for k in q if k not in qkeys]
+        med = _num(r.get("total_median_s")) if r["status"] == "ok" else None
+        bmed = _num(b["total_median_s"]) if b is not None else None
+        sp = bmed / med if med and bmed else None
+        recs.append({"run_id": rid, "workload": r["workload"], "size": r["size"], "optimization": r["optimizations"],
+                     "speedup": sp, **q})
+        note = ("" if r["status"] == "ok" else f"run {r['status']}") if b is not None else "no baseline run"
+        rows.append((rid, r, b, med, bmed, sp, q, note))
+    out_rows = [[cell(labels[rid]), cell(r["workload"]), cell(r["size"]), num(r["batch"]), cell(r["optimizations"]),
+                 cell(labels.get(b["run_id"]) if b is not None else "—"), num(bmed), num(med),
+                 num(sp, 3, suffix="×"), *[cell(_fmt(q[k]), q[k]) if k in q else cell("—") for k in qkeys], cell(note)]
+                for rid, r, b, med, bmed, sp, q, note in rows]
+    cols = ["run", "workload", "size", "batch", "optimizations", "baseline run", "baseline median s", "median s",
+            "speedup", *[f"quality: {k}" for k in qkeys], "note"]
+    t = table("table-optimizations", cols, out_rows,
+              "Speedup = baseline total median / optimized total median, against the baseline run of the same "
+              "workload, size and batch (same mode, device and dtype preferred). Quality from run.json summary.quality.",
+              empty="no optimized runs (every run is a baseline)")
+    return t, pd.DataFrame(recs)
+
+
+def _failed(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> tuple[dict, list[dict]]:
+    runs = d["runs"].set_index("run_id")
+    rows, tracebacks = [], []
+    for rid in order:
+        r = runs.loc[rid]
+        if r["status"] == "ok":
+            continue
+        rows.append([cell(labels[rid]), cell(r["workload"]), cell(r["size"]), cell(r["optimizations"]),
+                     cell(r["status"]), cell(r.get("reason") or "—"), cell(rid)])
+        tb = d["metas"].get(rid, {}).get("traceback")
+        if tb:
+            tracebacks.append({"label": labels[rid], "traceback": tb})
+    t = table("table-failed", ["run", "workload", "size", "optimizations", "status", "reason", "run id"], rows,
+              "Runs that did not finish, with the reason stored in run.json.", empty="no failed runs")
+    return t, tracebacks
+
+
+def _figures(d: dict[str, Any], opt_df: pd.DataFrame) -> tuple[list[dict], list[str]]:
+    ops, phases = d["ops"], d["phases"]
+    specs = [
+        ("fig-family-breakdown", "Time by operator family", F.family_breakdown, ops,
+         "Share of time per operator family; LLM runs as two bars (prefill, decode); overhead hatched."),
+        ("fig-attention-kinds", "Attention time by kind", F.attention_kinds, ops,
+         "Attention time split into self / cross / spatial / temporal attention; above: attention's share of the run."),
+        ("fig-seq-lengths", "Attention sequence lengths", F.seq_lengths, ops,
+         "Query and key lengths per block, phase and kind (log scale); a tick marks the minimum of a range."),
+        ("fig-step-times", "Step times", F.step_times, phases,
+         "Time per denoising step or decode token: median over repeats, p10–p90 band."),
+        ("fig-speedups", "Optimizations", F.speedups, opt_df,
+         "Speedup over the baseline run, quality metrics beside each bar."),
+    ]
+    shown, skipped = [], []
+    no_ops = "no op tables: only timing-mode runs (this figure needs --mode trace)"
+    empties = {"fig-step-times": "no phase tables", "fig-speedups": "no optimized runs"}
+    for fid, title, fn, data, caption in specs:
+        empty = empties.get(fid, no_ops)
+        try:
+            if data is None or data.empty:
+                raise F.NoData(empty)
+            fig = fn(data)
+        except F.NoData as e:
+            skipped.append(f"{title}: not drawn ({e})")
+            continue
+        except Exception as e:  # a figure bug must not cost the whole report
+            warnings.warn(f"figure {title!r} failed: {type(e).__name__}: {e}", stacklevel=3)
+            skipped.append(f"{title}: failed ({type(e).__name__}: {e})")
+            continue
+        shown.append({"id": fid, "title": title, "caption": caption, "png": _png(fig)})
+    return shown, skipped
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+SORTER_JS = """(function () {
+  function key(td) {
+    var v = td.getAttribute('data-sort');
+    if (v !== null && v !== '' && !isNaN(Number(v))) { return {n: Number(v)}; }
+    return {s: td.textContent.trim().toLowerCase()};
+  }
+  function cmp(a, b) {
+    if ('n' in a && 'n' in b) { return a.n - b.n; }
+    if ('n' in a) { return -1; }
+    if ('n' in b) { return 1; }
+    return a.s < b.s ? -1 : (a.s > b.s ? 1 : 0);
+  }
+  function sortBy(table, th, i) {
+    var dir = th.getAttribute('aria-sort') === 'ascending' ? 'descending' : 'ascending';
+    var heads = table.tHead.rows[0].cells;
+    for (var h = 0; h < heads.length; h++) { heads[h].removeAttribute('aria-sort'); }
+    th.setAttribute('aria-sort', dir);
+    var body = table.tBodies[0], sign = dir === 'ascending' ? 1 : -1, rows = [];
+    for (var k = 0; k < body.rows.length; k++) {
+      rows.push({r: body.rows[k], key: key(body.rows[k].cells[i]), idx: k});
+    }
+    rows.sort(function (a, b) { return sign * cmp(a.key, b.key) || a.idx - b.idx; });
+    for (var j = 0; j < rows.length; j++) { body.appendChild(rows[j].r); }
+  }
+  var tables = document.querySelectorAll('table.sortable');
+  for (var t = 0; t < tables.length; t++) {
+    (function (table) {
+      var heads = table.tHead.rows[0].cells;
+      for (var i = 0; i < heads.length; i++) {
+        (function (th, i) {
+          th.tabIndex = 0;
+          th.addEventListener('click', function () { sortBy(table, th, i); });
+          th.addEventListener('keydown', function (e) {
+            if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sortBy(table, th, i); }
+          });
+        })(heads[i], i);
+      }
+    })(tables[t]);
+  }
+  document.documentElement.setAttribute('data-sorter', 'ready');
+})();
+"""
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1400px;
+       padding: 0 24px 48px; color: #222; line-height: 1.4; }
+h1 { margin-top: 24px; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
+nav a { margin-right: 12px; } .muted { color: #666; font-size: 0.9em; }
+table.sortable { border-collapse: collapse; font-size: 0.85em; margin: 8px 0 16px; }
+table.sortable th, table.sortable td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top;
+                                      white-space: nowrap; }
+#table-failed td:nth-child(6) { white-space: normal; min-width: 30em; }
+table.sortable th { background: #f3f3f3; cursor: pointer; user-select: none; position: sticky; top: 0; }
+table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
+table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
+table.sortable td[data-sort]:not([data-sort=""]) { text-align: right; font-variant-numeric: tabular-nums; }
+table.sortable tbody tr:nth-child(even) { background: #fafafa; }
+figure { margin: 16px 0 28px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 0.8em; }
+code { background: #f3f3f3; padding: 0 3px; }
+.note { background: #fff6e0; border-left: 4px solid #e0a000; padding: 6px 10px; margin: 6px 0; }
+.wrap { overflow-x: auto; }
+"""
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src '{{ script_hash }}'; base-uri 'none'; form-action 'none'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>{{ css }}</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="muted">Generated {{ generated }} by genprof {{ version }} from {{ n_runs }} run(s) in
+{% for r in roots %}<code>{{ r }}</code>{% if not loop.last %}, {% endif %}{% endfor %}.
+Click a table header to sort.</p>
+<nav>{% for sid, name in toc %}<a href="#{{ sid }}">{{ name }}</a>{% endfor %}</nav>
+{% if notes %}<div id="notes">{% for n in notes %}<p class="note">{{ n }}</p>{% endfor %}</div>{% endif %}
+
+{% macro render(t) -%}
+{% if t.caption %}<p class="muted">{{ t.caption }}</p>{% endif %}
+{% if t.rows %}
+<div class="wrap"><table class="sortable" id="{{ t.id }}">
+<thead><tr>{% for c in t.columns %}<th scope="col">{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in t.rows %}
+<tr>{% for c in row %}<td data-sort="{{ c.sort }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
+</tbody></table></div>
+{% else %}<p class="empty" id="{{ t.id }}-empty">{{ t.empty }}</p>{% endif %}
+{%- endmacro %}
+
+<section id="summary"><h2>Summary</h2>{{ render(summary) }}</section>
+
+<section id="environment"><h2>Environment and provenance</h2>
+{{ render(environment) }}
+{% for p in provenance %}
+<details><summary><strong>{{ p.label }}</strong> — <code>{{ p.command }}</code></summary>
+<p class="muted">run id {{ p.run_id }} · {{ p.path }}{% if p.kind %} · {{ p.kind }}{% endif %}{% if p.stand_in %} · {{ p.stand_in }}{% endif %}</p>
+{% if p.note %}<p class="note">{{ p.note }}</p>{% endif %}
+<p>spec</p><pre>{{ p.spec }}</pre><p>model info</p><pre>{{ p.info }}</pre>
+</details>
+{% endfor %}
+</section>
+
+<section id="figures"><h2>Figures</h2>
+{% for f in figures %}
+<figure id="{{ f.id }}"><h3>{{ f.title }}</h3>
+<img class="figure" src="data:image/png;base64,{{ f.png }}" alt="{{ f.title }}">
+<figcaption>{{ f.caption }}</figcaption></figure>
+{% endfor %}
+{% for s in skipped_figures %}<p class="muted figure-skipped">{{ s }}</p>{% endfor %}
+</section>
+
+<section id="family-breakdown"><h2>Family breakdown</h2>{{ render(family) }}</section>
+<section id="phase-statistics"><h2>Phase statistics</h2>{{ render(phase_stats) }}
+<h3>Derived metrics</h3>{{ render(derived) }}</section>
+<section id="top-ops"><h2>Top ops</h2>{{ render(top_ops) }}</section>
+<section id="sequence-lengths"><h2>Sequence-length profile</h2>{{ render(seq) }}</section>
+<section id="optimizations"><h2>Optimizations</h2>{{ render(optimizations) }}</section>
+<section id="failed-runs"><h2>Failed runs</h2>{{ render(failed) }}
+{% for t in tracebacks %}<details><summary>traceback of {{ t.label }}</summary><pre>{{ t.traceback }}</pre></details>{% endfor %}
+</section>
+<script>{{ script }}</script>
+</body>
+</html>
+"""
+
+SECTIONS = [("summary", "Summary"), ("environment", "Environment"), ("figures", "Figures"),
+            ("family-breakdown", "Families"), ("phase-statistics", "Phases"), ("top-ops", "Top ops"),
+            ("sequence-lengths", "Sequence lengths"), ("optimizations", "Optimizations"),
+            ("failed-runs", "Failed runs")]
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+
+
+def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title: str = "genprof report") -> str:
+    """The report as an HTML string (see `write_report`)."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    roots = [Path(r) for r in roots]
+    d = _load(roots)
+    runs = d["runs"]
+    labels = F.run_labels(runs) if not runs.empty else {}
+    order = F.run_order(runs) if not runs.empty else []
+    for key in ("ops", "phases"):
+        if not d[key].empty:
+            d[key] = d[key].assign(label=d[key]["run_id"].map(labels))
+    env_table, provenance = _environment(d, order, labels)
+    opt_table, opt_df = _optimizations(d, order, labels)
+    failed_table, tracebacks = _failed(d, order, labels)
+    figures, skipped = _figures(d, opt_df)
+    from genprof import __version__
+
+    script = SORTER_JS
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return _env().from_string(TEMPLATE).render(
+        title=title, css=_markup(CSS),
+        script=_markup(script), script_hash=f"sha256-{digest}",
+        generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), version=__version__,
+        roots=[str(r) for r in roots], n_runs=len(order), toc=SECTIONS, notes=d["notes"],
+        summary=_summary(d, order, labels), environment=env_table, provenance=provenance,
+        figures=figures, skipped_figures=skipped, family=_family_table(d["ops"]),
+        phase_stats=_phase_table(d["phases"], labels, order), derived=_derived_table(d, order, labels),
+        top_ops=_top_ops_table(d["ops"], labels, order), seq=_seq_table(d["ops"], labels, order),
+        optimizations=opt_table, failed=failed_table, tracebacks=tracebacks)
+
+
+def _markup(s: str):
+    from markupsafe import Markup
+
+    return Markup(s)
+
+
+def write_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
+                 title: str = "genprof report") -> Path:
+    """Write one self-contained HTML report over every run below `roots`; returns its path.
+
+    Corrupt runs are skipped with a visible note naming the file; failed runs
+    are listed with their reasons; timing-mode runs (no op table) contribute
+    their phase statistics. Raises GenprofError when a root does not exist.
+    """
+    html = render_report(roots, title=title)
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out / "report.html" if out.is_dir() else out.with_suffix(".html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+__all__ = ["write_report", "render_report"]
