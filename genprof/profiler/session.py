@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch.autograd.profiler import record_function
 
-from genprof.profiler import optable, scopes
+from genprof.profiler import events, optable, scopes
 from genprof.profiler.memory import MemoryMonitor
 from genprof.profiler.timers import make_timer, synchronize
 
@@ -104,7 +104,7 @@ def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
                 prof.stop()
     if progress:
         progress("building the op table")
-    ops, times = optable.build(prof.events(), modules.types, modules.attention_kinds, run)
+    ops, times = optable.build(events.from_profile(prof), modules.types, modules.attention_kinds, run)
     trace_file = None
     if trace_to is not None:
         trace_file = _export_trace(prof, trace_to)
