@@ -80,7 +80,7 @@ def build(spec: RunSpec) -> Built:
         built = _build_plain(wl, spec)
     else:
         key = (spec.workload, spec.size, spec.batch, spec.steps, spec.tokens, spec.dtype, spec.device,
-               spec.seed, spec.weights)
+               spec.seed, spec.weights, repr(spec.params))
         if key not in _CACHE:
             _CACHE[key] = _build_plain(wl, spec)
             while len(_CACHE) > _CACHE_SIZE:
@@ -115,6 +115,8 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
     if isinstance(spec, str):
         spec = make_spec(spec, **kwargs)
     wl, _ = validate(spec)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     run_id = store.new_run_id(spec.workload, spec.size, spec.opt_label)
     writer = store.RunWriter(out, run_id)
     meta: dict[str, Any] = {

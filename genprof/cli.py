@@ -62,6 +62,7 @@ def run_cmd(
     weights: Optional[Path] = typer.Option(None, help="Local directory with real weights (safetensors)."),
     trace_file: bool = typer.Option(False, "--trace-file", help="Keep the gzip Chrome trace (trace mode)."),
     seed: int = typer.Option(0, help="Seed for weights and inputs."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder for run directories."),
 ) -> None:
     """Run one workload, measure it, store the run and print its breakdown."""
@@ -69,7 +70,7 @@ def run_cmd(
 
     spec = api.make_spec(workload, size=size, batch=batch, steps=steps, tokens=tokens, repeats=repeats,
                          warmup=warmup, mode=mode, device=device, dtype=dtype, optimizations=opt, params=set_,
-                         weights=str(weights) if weights else None, record_trace=trace_file, seed=seed)
+                         weights=str(weights) if weights else None, record_trace=trace_file, seed=seed, threads=threads)
     api.validate(spec)
     total = warmup + repeats + (1 if mode == "trace" else 0)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),

@@ -77,6 +77,7 @@ class RunSpec:
     weights: str | None = None  # local directory with real weights (safetensors)
     optimizations: tuple[OptSpec, ...] = field(default_factory=tuple)
     record_trace: bool = False  # keep the gzip Chrome trace in the run directory
+    threads: int | None = None  # torch intra-op threads for the CPU (None: torch's default)
     params: tuple[tuple[str, Any], ...] = ()  # preset overrides (`--set latent=48`), see Workload.config
 
     def __post_init__(self) -> None:
@@ -89,7 +90,7 @@ class RunSpec:
         for name, value, low in (("batch", self.batch, 1), ("repeats", self.repeats, 1), ("warmup", self.warmup, 0)):
             if not isinstance(value, int) or value < low:
                 raise GenprofError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name, value in (("steps", self.steps), ("tokens", self.tokens)):
+        for name, value in (("steps", self.steps), ("tokens", self.tokens), ("threads", self.threads)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise GenprofError(f"{name} must be an integer >= 1, got {value!r}")
         dev = self.device.split(":")[0]

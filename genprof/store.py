@@ -172,6 +172,7 @@ def environment(device: str) -> dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cpu": _cpu_name(), "genprof_git": _git_revision(),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     for mod in ("diffusers", "transformers", "accelerate"):
         try:

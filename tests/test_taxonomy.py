@@ -163,3 +163,18 @@ def test_hooks_are_removed_after_tracing():
     m = MLP()
     trace(m, torch.randn(2, 16))
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_attention_kind_reads_temporal_from_any_ancestor_and_cross_from_diffusers():
+    class Attention(nn.Module):
+        def __init__(self, cross: bool):
+            super().__init__()
+            self.is_cross_attention = cross
+
+    q = "unet.down_blocks.0.temp_attentions.0.transformer_blocks.0.attn2"
+    assert taxonomy.attention_kind(q, Attention(cross=False)) == "temporal-self"
+    assert taxonomy.attention_kind("unet.mid_block.attentions.0.transformer_blocks.0.attn2", Attention(True)) == "cross"
+    assert taxonomy.attention_kind("model.decoder.block.0.layer.1.EncDecAttention", nn.Identity()) == "cross"
+    declared = nn.Identity()
+    declared.genprof_attention_kind = "spatial-self"
+    assert taxonomy.attention_kind("x.attn2", declared) == "spatial-self"

@@ -186,6 +186,6 @@ def _flops_and_out(op: str, shapes: list[Shape], args: Sequence[Any]) -> tuple[i
         b_h, lq, lk, d = dims["batch_heads"], dims["seq_q"], dims["seq_kv"], dims["head_dim"]
         out = (list(q[:-1]) + [dv]) if not op.startswith(("flash_attn", "FlashAttn")) else list(q)
         return 2 * b_h * lq * lk * d + 2 * b_h * lq * lk * dv, out
-    if op == "aten::cat" and t:
+    if op in ("aten::cat", "aten::concat", "aten::concatenate") and t:
         return 0, [sum(_numel(s) for s in t)]
     return 0, None

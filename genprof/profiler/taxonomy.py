@@ -57,10 +57,10 @@ ELEMENTWISE = re.compile(r"^aten::(add|sub|rsub|mul|div|pow|sqrt|rsqrt|exp|log|n
                          r"min|argmax|argmin|topk|sort|lerp|addcmul|addcdiv|reciprocal|floor|ceil|round|"
                          r"logical_|bitwise_|fill_|zero_|triu|tril|square|erf|sign|all|any|isin|"
                          r"remainder|fmod|prod|var|std|multinomial|uniform_|normal_|bernoulli|"
-                         r"randn|rand|randint|exponential_|dropout|native_dropout|feature_dropout|alpha_dropout|isnan|isinf|nan_to_num|outer|amax|"
+                         r"randn|rand|randint|exponential_|quantile|avg_pool|max_pool|adaptive_avg_pool|adaptive_max_pool|dropout|native_dropout|feature_dropout|alpha_dropout|isnan|isinf|nan_to_num|outer|amax|"
                          r"__and__|__or__|__xor__|_foreach_)")
 MEMORY = re.compile(r"^aten::(view|_unsafe_view|reshape|_reshape_alias|permute|transpose|t$|t_|expand|"
-                    r"expand_as|contiguous|clone|copy_|_copy|to$|_to_copy|cat|stack|split|chunk|"
+                    r"expand_as|contiguous|clone|copy_|_copy|to$|_to_copy|cat|concat|stack|split|chunk|"
                     r"unbind|narrow|slice|select|index|gather|scatter|squeeze|unsqueeze|flatten|"
                     r"unflatten|repeat|repeat_interleave|tile|pad|constant_pad_nd|reflection_pad|"
                     r"replication_pad|upsample|_upsample|interpolate|empty|empty_like|empty_strided|"
@@ -115,15 +115,17 @@ def attention_kind(qualname: str, module: torch.nn.Module | None) -> str:
 
     A module may declare its kind with an attribute `genprof_attention_kind`.
     diffusers' Attention says `is_cross_attention`; otherwise the name decides
-    (`attn2`, `cross`, `encoder_attn` mean cross-attention).
+    (`attn2`, `cross`, `encoder_attn`, T5's `EncDecAttention` mean cross-attention).
     """
     declared = getattr(module, "genprof_attention_kind", None)
     if declared:
         return str(declared)
-    last = qualname.rsplit(".", 1)[-1].lower()
-    cross = bool(getattr(module, "is_cross_attention", False)) or last in ("attn2", "encoder_attn") \
-        or "cross" in last
-    axis = "temporal-" if any("temp" in p for p in qualname.lower().split(".")[-2:]) else ""
+    names = qualname.lower().split(".")
+    if hasattr(module, "is_cross_attention"):  # diffusers says so itself
+        cross = bool(module.is_cross_attention)
+    else:
+        cross = names[-1] in ("attn2", "encoder_attn", "encdecattention") or "cross" in names[-1]
+    axis = "temporal-" if any("temp" in n for n in names) else ""
     return axis + ("cross" if cross else "self")
 
 
