@@ -179,6 +179,9 @@ def summarize_run(m: Any, wl: Any, info: dict[str, Any]) -> dict[str, Any]:
         n = max(int(m.ops["repeat"].nunique()), 1)
         summary["flops_per_repeat"] = float(m.ops["flops"].sum() / n)
         summary["bytes_per_repeat"] = float(m.ops["bytes"].sum() / n)
+        att = m.ops[(m.ops["family"] == "Attention") & (m.ops["repeat"] == m.ops["repeat"].min())]
+        kernels = att.assign(k=att["kernel"].where(att["kernel"] != "", att["op"])).groupby("k")["calls"].sum()
+        summary["attention_kernels"] = {str(k): int(v) for k, v in kernels.items()}  # what actually ran
         summary["unclassified_ops"] = sorted(m.ops.loc[m.ops["family"] == "Other", "op"].unique().tolist())
     return summary
 

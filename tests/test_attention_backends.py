@@ -37,11 +37,15 @@ def test_every_cpu_backend_matches_math_on_every_workload(workload):
 
 @pytest.mark.parametrize("workload", ["stable-diffusion", "llm"])
 def test_math_shows_unfused_ops_and_flash_one_fused_kernel(workload, tmp_path):
-    tables = {}
+    tables, kernels = {}, {}
     for backend in ("math", "flash"):
         res = genprof.run(workload, size="tiny", repeats=1, warmup=0, out=tmp_path, optimizations=[f"attn={backend}"])
         assert res.ok, res.meta.get("traceback")
         tables[backend] = res.ops[res.ops["family"] == "Attention"]
+        kernels[backend] = set(res.meta["summary"]["attention_kernels"])
+    # run.json records what actually ran
+    assert kernels["math"] == {"aten::baddbmm", "aten::softmax", "aten::bmm"}
+    assert kernels["flash"] == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
     math_ops, flash_ops = set(tables["math"]["op"]), set(tables["flash"]["op"])
     assert math_ops == {"aten::baddbmm", "aten::softmax", "aten::bmm"}
     assert flash_ops == {"aten::scaled_dot_product_attention"}

@@ -80,3 +80,34 @@ def test_show_on_a_corrupt_run_is_one_line(tmp_path):
     bad.mkdir()
     (bad / "run.json").write_text("{not json")
     _one_line_error(run_cli("show", str(bad)), "corrupt")
+
+
+def test_suite_runs_the_named_workloads_and_ends_in_a_report(tmp_path):
+    r = run_cli("suite", "--size", "tiny", "--only", "llm", "--only", "stable-diffusion", "--repeats", "1",
+                "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "report.html").is_file() and "report:" in r.stdout
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in runs] == ["llm", "stable-diffusion"]
+    seq = run_cli("show", str(runs[1]), "--seq")
+    assert seq.returncode == 0, seq.stderr
+    assert "unet.down_blocks.0" in seq.stdout and "cross" in seq.stdout
+    rep = run_cli("report", str(tmp_path), "--out", str(tmp_path / "again.html"))
+    assert rep.returncode == 0 and (tmp_path / "again.html").stat().st_size > 10_000
+
+
+def test_compare_prints_speedups_per_family_and_attention_kind(tmp_path):
+    for backend in ("math", "flash"):
+        r = run_cli("run", "stable-diffusion", "--opt", f"attn={backend}", "--repeats", "1", "--out", str(tmp_path))
+        assert r.returncode == 0, r.stderr
+    math_run = next(tmp_path.glob("*attn=math*"))
+    flash_run = next(tmp_path.glob("*attn=flash*"))
+    c = run_cli("compare", str(math_run), str(flash_run))
+    assert c.returncode == 0, c.stderr
+    for text in ("end to end", "per operator family", "attention, per kind", "Convolution", "speedup"):
+        assert text in c.stdout
+    _one_line_error(run_cli("compare", str(math_run)), "two or more")
+
+
+def test_unknown_suite_workload_is_refused(tmp_path):
+    _one_line_error(run_cli("suite", "--only", "dalle", "--out", str(tmp_path)), "unknown suite workload")

@@ -15,7 +15,8 @@ from genprof.profiler.taxonomy import FAMILIES
 
 
 def breakdown(ops: pd.DataFrame, by: str | Sequence[str] = "family", time: str = "total_time_s") -> pd.DataFrame:
-    """Time per group: mean over repeats, its stdev, share of the total, calls, FLOPs, bytes.
+    """Time per group: mean over repeats, its stdev, share of the total, calls, FLOPs, bytes,
+    and the achieved FLOP/s and bytes/s.
 
     Groups also split by run when the table holds several runs.
     """
@@ -27,6 +28,9 @@ def breakdown(ops: pd.DataFrame, by: str | Sequence[str] = "family", time: str =
     out = g.agg(time_s=("time_s", "mean"), time_stdev_s=("time_s", "std"), calls=("calls", "mean"),
                 flops=("flops", "mean"), bytes=("bytes", "mean")).reset_index()
     out["time_stdev_s"] = out["time_stdev_s"].fillna(0.0)
+    # achieved rates (meaningless on the meta device, where times are not real)
+    out["flop_per_s"] = out["flops"] / out["time_s"].where(out["time_s"] > 0)
+    out["bytes_per_s"] = out["bytes"] / out["time_s"].where(out["time_s"] > 0)
     if keys[0] == "run_id" and len(keys) > 1:
         out["share"] = out["time_s"] / out.groupby("run_id")["time_s"].transform("sum")
     else:
