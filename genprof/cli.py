@@ -225,6 +225,105 @@ def suite_cmd(
         raise typer.Exit(1)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    workload: List[str] = typer.Option([], "--workload", help="Workload (repeatable: one axis value each)."),
+    size: List[str] = typer.Option([], "--size", help="tiny | small | paper (repeatable)."),
+    opt: List[str] = typer.Option([], "--opt", help="Optimizations of one axis value: baseline | NAME[=V] | A+B "
+                                  "(repeatable)."),
+    batch: List[int] = typer.Option([], "--batch", help="Prompts per batch (repeatable)."),
+    steps: List[int] = typer.Option([], "--steps", help="Denoising steps (repeatable)."),
+    tokens: List[int] = typer.Option([], "--tokens", help="Tokens to decode, LLM (repeatable)."),
+    dtype: List[str] = typer.Option([], "--dtype", help="float32 | float16 | bfloat16 (repeatable)."),
+    device: List[str] = typer.Option([], "--device", help="cpu | cuda | cuda:N | meta (repeatable)."),
+    mode: List[str] = typer.Option([], "--mode", help="timing | trace (repeatable)."),
+    repeats: Optional[int] = typer.Option(None, help="Measured repeats of every run."),
+    warmup: Optional[int] = typer.Option(None, help="Warm-up runs of every run."),
+    set_: List[str] = typer.Option([], "--set", help="Preset override for every run: key=value (repeatable)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Sweep file (TOML, or YAML with pyyaml); options "
+                                        "given here replace the file's axis or field of the same name."),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder for run directories (the run store)."),
+    executor: str = typer.Option("local", help="local (one process per run) | ray (one Ray task per run)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the runs that failed before."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Leave out combinations a workload refuses "
+                                      "(instead of exit 2)."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds one run may take (local; ray: with no run "
+                                            "finishing); then it is recorded as failed."),
+    report: Optional[Path] = typer.Option(None, help="HTML report to write at the end (default OUT/report.html)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Write no HTML report."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to use (default: RAY_ADDRESS, else a "
+                                              "local instance)."),
+    cpus_per_run: Optional[float] = typer.Option(None, help="Ray: CPUs one run asks for (default: its threads "
+                                                 "or 1)."),
+) -> None:
+    """Run the product of workloads x sizes x optimizations x batches (x ...) and resume where it stopped."""
+    import signal
+
+    from rich.text import Text
+
+    from genprof import sweep as sw
+
+    if executor not in ("local", "ray"):
+        raise GenprofError(f"unknown executor {executor!r}; valid: local, ray")
+    if timeout is not None and timeout <= 0:
+        raise GenprofError(f"--timeout must be > 0 seconds, got {timeout:g}")
+    cfg = sw.load_file(file) if file else {"base": {}, "axes": {}, "workload": {}, "skip_invalid": False}
+    base, axes = dict(cfg["base"]), dict(cfg["axes"])
+    for name, values in (("workload", workload), ("size", size), ("optimizations", opt), ("batch", batch),
+                         ("steps", steps), ("tokens", tokens), ("dtype", dtype), ("device", device), ("mode", mode)):
+        if values:
+            axes = {k: v for k, v in axes.items() if sw.ALIASES.get(k, k) != name}
+            base = {k: v for k, v in base.items() if sw.ALIASES.get(k, k) != name}
+            axes[name] = list(values)
+    for name, value in (("repeats", repeats), ("warmup", warmup)):
+        if value is not None:
+            axes = {k: v for k, v in axes.items() if sw.ALIASES.get(k, k) != name}
+            base[name] = value
+    if set_:
+        base["params"] = list(set_)
+    plan = sw.expand(base, axes, cfg["workload"], skip_invalid=skip_invalid or cfg["skip_invalid"],
+                     check_device=executor == "local")
+    if not plan.specs:
+        raise GenprofError("the sweep has no valid run" + (f" ({len(plan.dropped)} left out)" if plan.dropped else ""))
+    for d in plan.dropped:
+        err.print(f"left out: {d}", markup=False, highlight=False)
+
+    def _interrupt(signum, frame):  # SIGTERM: stop the current run too, like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("sweep", total=len(plan.specs))
+
+        def on_event(kind: str, e) -> None:
+            if kind == "start":
+                bar.update(task, description=f"sweep: {e.label}")
+            else:
+                bar.advance(task)
+
+        result = sw.run_sweep(plan.specs, out_dir, executor=executor, retry_failed=retry_failed, timeout=timeout,
+                              on_event=on_event, report=False if no_report else report, ray_address=ray_address,
+                              cpus_per_run=cpus_per_run)
+    t = Table(title=f"sweep of {len(result.entries)} runs ({executor})")
+    for col in ("#", "run", "status", "seconds", "run directory / reason"):
+        t.add_column(col, justify="right" if col in ("#", "seconds") else "left")
+    for e in result.entries:
+        where = str(e.path) if e.status in ("done", "skipped") else f"{e.reason} ({e.path})"
+        t.add_row(str(e.index + 1), Text(e.label), e.status, f"{e.seconds:.1f}" if e.seconds else "", Text(where))
+    out.print(t)
+    prev = result.count("skipped-failed")
+    out.print(f"done: {result.done}  failed: {result.failed}  skipped: {result.skipped}"
+              + (f" ({prev} failed before; --retry-failed runs them again)" if prev else ""))
+    for n in result.notes:
+        out.print(f"note: {n}", markup=False, highlight=False)
+    if result.report:
+        out.print(f"report: {result.report}")
+    if result.any_failed:
+        raise typer.Exit(1)
+
+
 def _print_run(meta: dict, ops) -> None:
     from genprof.reports import breakdown
 

@@ -91,6 +91,9 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise GenprofError(f"corrupt {p}: {e}") from None
     if not isinstance(data, dict) or "run_id" not in data or "status" not in data:
         raise GenprofError(f"corrupt {p}: missing run_id or status")
+    for key in ("spec", "summary", "environment"):
+        if key in data and not isinstance(data[key], dict):
+            raise GenprofError(f"corrupt {p}: {key} is not an object")
     return data
 
 
@@ -136,6 +139,9 @@ def load_runs(root: str | os.PathLike, table: str = "ops") -> pd.DataFrame:
             df = read_table(d, OPS if table == "ops" else PHASES)
         except GenprofError as e:
             warnings.warn(f"skipped: {e}", stacklevel=2)
+            continue
+        if df is None and meta["status"] == "ok" and (table == "phases" or meta.get("spec", {}).get("mode") == "trace"):
+            warnings.warn(f"skipped: {d / (OPS if table == 'ops' else PHASES)} is missing", stacklevel=2)
             continue
         if df is None or df.empty:
             continue
