@@ -19,7 +19,6 @@ Rules that make the table add up:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Iterable
 
 import pandas as pd

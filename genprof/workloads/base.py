@@ -71,6 +71,13 @@ class Workload(abc.ABC):
     stand_in: str = ""  # the open model whose architecture is built
     phases: tuple[str, ...] = ()
     presets: dict[str, dict[str, Any]] = {}
+    # What --steps / --tokens count for this workload: one applies, the other is refused.
+    counted_by: str = "steps"  # "steps" or "tokens"
+    count_meaning: str = "denoising steps"
+
+    def max_count(self, p: dict[str, Any]) -> int | None:
+        """The largest --steps/--tokens the preset allows (None: no limit)."""
+        return None
 
     def preset(self, size: str) -> dict[str, Any]:
         if size not in self.presets:
@@ -91,7 +98,15 @@ class Workload(abc.ABC):
 
     def check(self, spec: RunSpec) -> None:
         """Refuse a spec this workload cannot run, with a clear message."""
-        self.config(spec)
+        p = self.config(spec)
+        other = "tokens" if self.counted_by == "steps" else "steps"
+        if getattr(spec, other) is not None:
+            raise GenprofError(f"--{other} does not apply to {self.name}; "
+                               f"use --{self.counted_by} for the number of {self.count_meaning}")
+        n, limit = getattr(spec, self.counted_by), self.max_count(p)
+        if n is not None and limit is not None and n > limit:
+            raise GenprofError(f"--{self.counted_by} {n} is more than {self.name} at size {spec.size!r} has "
+                               f"({self.count_meaning}); use at most {limit}")
 
     @abc.abstractmethod
     def build(self, spec: RunSpec) -> Built:

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from genprof.errors import GenprofError
 from genprof.spec import RunSpec
 from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
 from genprof.workloads.registry import register
@@ -166,11 +165,8 @@ class Imagen(Workload):
                 "+ 64->256 super-resolution UNet")
     phases = ("text_encoder", "denoise", "super_resolution")
     presets = PRESETS
-
-    def check(self, spec: RunSpec) -> None:
-        super().check(spec)
-        if spec.tokens is not None:
-            raise GenprofError("--tokens does not apply to imagen; use --steps for denoising steps")
+    counted_by = "steps"
+    count_meaning = "denoising steps"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

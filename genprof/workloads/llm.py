@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from genprof.errors import GenprofError
 from genprof.spec import RunSpec
 from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
 from genprof.workloads.registry import register
@@ -70,11 +69,8 @@ class LLM(Workload):
     stand_in = "Llama-2 architecture (transformers LlamaForCausalLM)"
     phases = ("prefill", "decode")
     presets = PRESETS
-
-    def check(self, spec: RunSpec) -> None:
-        super().check(spec)
-        if spec.steps is not None:
-            raise GenprofError("--steps does not apply to llm; use --tokens for the number of decoded tokens")
+    counted_by = "tokens"
+    count_meaning = "decoded tokens"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from genprof.errors import GenprofError
 from genprof.spec import RunSpec
 from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
 from genprof.workloads.registry import register
@@ -121,12 +120,8 @@ class Muse(Workload):
                 "MaskGIT parallel decoding")
     phases = ("text_encoder", "decode_tokens", "vq_decode")
     presets = PRESETS
-
-    def check(self, spec: RunSpec) -> None:
-        super().check(spec)
-        if spec.tokens is not None:
-            raise GenprofError("--tokens does not apply to muse (every step predicts every image token); "
-                               "use --steps for the number of parallel decoding steps")
+    counted_by = "steps"
+    count_meaning = "parallel decoding steps (every step predicts every image token)"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

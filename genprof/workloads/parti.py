@@ -114,15 +114,11 @@ class Parti(Workload):
                 "+ diffusers VQModel as the ViT-VQGAN decoder")
     phases = ("text_encoder", "decode", "vq_decode")
     presets = PRESETS
+    counted_by = "tokens"
+    count_meaning = "image tokens decoded (one per step)"
 
-    def check(self, spec: RunSpec) -> None:
-        p = self.config(spec)
-        if spec.steps is not None:
-            raise GenprofError("--steps does not apply to parti (one image token per step); "
-                               "use --tokens for the number of image tokens decoded")
-        if spec.tokens is not None and spec.tokens > p["grid"] ** 2:
-            raise GenprofError(f"--tokens {spec.tokens} exceeds the {p['grid']}x{p['grid']} image token grid of "
-                               f"parti at size {spec.size!r}; use at most {p['grid'] ** 2}")
+    def max_count(self, p: dict[str, Any]) -> int:
+        return p["grid"] ** 2
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

@@ -412,12 +412,8 @@ class Phenaki(Workload):
                 "transformer with text cross-attention")
     phases = ("text_encoder", "decode_tokens", "video_decode")
     presets = PRESETS
-
-    def check(self, spec: RunSpec) -> None:
-        super().check(spec)
-        if spec.tokens is not None:
-            raise GenprofError("--tokens does not apply to phenaki (all video tokens are decoded in parallel); "
-                               "use --steps for the number of parallel decoding steps")
+    counted_by = "steps"
+    count_meaning = "parallel decoding steps (all video tokens at once)"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

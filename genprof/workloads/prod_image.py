@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from genprof.errors import GenprofError
 from genprof.spec import RunSpec
 from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
 from genprof.workloads.registry import register
@@ -130,11 +129,8 @@ class ProdImage(Workload):
                 "two CLIP text encoders, AutoencoderKL; 1024 px)")
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
-
-    def check(self, spec: RunSpec) -> None:
-        super().check(spec)
-        if spec.tokens is not None:
-            raise GenprofError("--tokens does not apply to prod-image; use --steps for denoising steps")
+    counted_by = "steps"
+    count_meaning = "denoising steps"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

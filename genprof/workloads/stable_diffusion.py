@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from genprof.errors import GenprofError
 from genprof.spec import RunSpec
 from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
 from genprof.workloads.registry import register
@@ -89,11 +88,8 @@ class StableDiffusion(Workload):
     stand_in = "Stable Diffusion 1.5 architecture (diffusers UNet2DConditionModel + CLIP + AutoencoderKL)"
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
-
-    def check(self, spec: RunSpec) -> None:
-        super().check(spec)
-        if spec.tokens is not None:
-            raise GenprofError("--tokens does not apply to stable-diffusion; use --steps for denoising steps")
+    counted_by = "steps"
+    count_meaning = "denoising steps"
 
     def build(self, spec: RunSpec) -> Built:
         from diffusers import DDIMScheduler
