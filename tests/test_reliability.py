@@ -160,7 +160,6 @@ class RunCase:
     damage: Callable[[Path], None]
     warned: bool = True  # load_runs / the report skip the run with a warning naming the file
     rerun: bool = True  # a resuming sweep does not count the run as done (and says why)
-    gap: str = ""  # a known gap of store.py / html.py (see docs/reliability.md): strict xfail
 
 
 RUN_CASES = [
@@ -226,9 +225,7 @@ def _notes(html: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case", RUN_CASES, ids=[c.id for c in RUN_CASES])
-def test_run_file(case, good_runs, tmp_path, request):
-    if case.gap:
-        request.applymarker(pytest.mark.xfail(reason=case.gap, strict=True))
+def test_run_file(case, good_runs, tmp_path):
     _check_run_case(case, good_runs, tmp_path)
 
 
