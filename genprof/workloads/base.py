@@ -59,6 +59,18 @@ def count_parameters(parts: dict[str, torch.nn.Module]) -> dict[str, int]:
     return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
 
 
+def make_parts(spec: RunSpec, build: Callable[[], dict[str, torch.nn.Module]],
+               load: Callable[[str, torch.dtype], dict[str, torch.nn.Module]]) -> dict[str, torch.nn.Module]:
+    """The model parts of a run: real weights from `spec.weights` (`load(dir, dtype)`), else a random
+    build seeded by `spec.seed`; placed on the spec's device and dtype, in eval mode."""
+    dtype = torch_dtype(spec.dtype)
+    torch.manual_seed(spec.seed)
+    parts = load(spec.weights, dtype) if spec.weights else build()
+    for m in parts.values():
+        m.to(device=torch.device(spec.device), dtype=dtype).eval()
+    return parts
+
+
 def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
+from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
+                                    torch_dtype)
 from genprof.workloads.registry import register
 
 # What every IF UNet shares (diffusers' convert_if.py and the IF-I / IF-II configs).
@@ -171,12 +172,9 @@ class Imagen(Workload):
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        torch.manual_seed(spec.seed)
-        parts = load_parts(spec.weights, dtype) if spec.weights else build_parts(p)
+        parts = make_parts(spec, lambda: build_parts(p), load_parts)
         with torch.device("cpu"):  # the schedulers' tables stay on the host, as in the pipeline (also on meta)
             scheduler, sr_scheduler, noiser = schedulers(spec.weights)
-        for m in parts.values():
-            m.to(device=device, dtype=dtype).eval()
         tag_attention(parts["unet"])
         tag_attention(parts["sr_unet"])
         text, unet, sr_unet = parts["text_encoder"], parts["unet"], parts["sr_unet"]

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
+from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
+                                    torch_dtype)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -126,10 +127,7 @@ class Muse(Workload):
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        torch.manual_seed(spec.seed)
-        parts = load_parts(spec.weights, dtype) if spec.weights else build_parts(p)
-        for m in parts.values():
-            m.to(device=device, dtype=dtype).eval()
+        parts = make_parts(spec, lambda: build_parts(p), load_parts)
         text, transformer, vq = parts["text_encoder"], parts["transformer"], parts["vqvae"]
         steps = spec.steps or p["steps"]
         batch, text_len = spec.batch, p["text_len"]

@@ -29,7 +29,7 @@ import torch
 
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, make_parts, require_weights_dir
 from genprof.workloads.llm import _cache_kwarg
 from genprof.workloads.registry import register
 
@@ -122,14 +122,8 @@ class Parti(Workload):
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
-        device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        torch.manual_seed(spec.seed)
-        if spec.weights:
-            parts = load_parts(spec.weights, dtype)
-        else:
-            parts = {"model": build_model(p), "vqvae": build_vq(p)}
-        for m in parts.values():
-            m.to(device=device, dtype=dtype).eval()
+        device = torch.device(spec.device)
+        parts = make_parts(spec, lambda: {"model": build_model(p), "vqvae": build_vq(p)}, load_parts)
         model, vq = parts["model"], parts["vqvae"]
         mark_cross_attention(model)
         codebook = vq.config.num_vq_embeddings

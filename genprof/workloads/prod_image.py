@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
+from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
+                                    torch_dtype)
 from genprof.workloads.registry import register
 
 SDXL_BLOCKS = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -135,12 +136,9 @@ class ProdImage(Workload):
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        torch.manual_seed(spec.seed)
-        parts = load_parts(spec.weights, dtype) if spec.weights else build_parts(p)
+        parts = make_parts(spec, lambda: build_parts(p), load_parts)
         with torch.device("cpu"):  # the scheduler's tables stay on the host, as in the pipeline (also on meta)
             scheduler = make_scheduler(spec.weights)
-        for m in parts.values():
-            m.to(device=device, dtype=dtype).eval()
         text, text_2, unet, vae = parts["text_encoder"], parts["text_encoder_2"], parts["unet"], parts["vae"]
         steps = spec.steps or p["steps"]
         batch, text_len = spec.batch, p["text_len"]

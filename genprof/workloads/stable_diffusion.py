@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
+from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
+                                    torch_dtype)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -96,16 +97,9 @@ class StableDiffusion(Workload):
 
         p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        torch.manual_seed(spec.seed)
-        if spec.weights:
-            parts = load_parts(spec.weights, dtype)
-            sched_dir = os.path.join(spec.weights, "scheduler")
-            scheduler = DDIMScheduler.from_pretrained(sched_dir) if os.path.isdir(sched_dir) else DDIMScheduler()
-        else:
-            parts = build_parts(p)
-            scheduler = DDIMScheduler()
-        for m in parts.values():
-            m.to(device=device, dtype=dtype).eval()
+        parts = make_parts(spec, lambda: build_parts(p), load_parts)
+        sched_dir = os.path.join(spec.weights, "scheduler") if spec.weights else ""
+        scheduler = DDIMScheduler.from_pretrained(sched_dir) if sched_dir and os.path.isdir(sched_dir) else DDIMScheduler()
         text, unet, vae = parts["text_encoder"], parts["unet"], parts["vae"]
         steps = spec.steps or p["steps"]
         batch, text_len = spec.batch, p["text_len"]
