@@ -146,6 +146,8 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
         if ops is not None:
             writer.write_table(store.OPS, ops)
         meta["summary"] = summarize_run(m, wl, built.info)
+        if built.quality is not None and spec.device != "meta":  # lossy optimization: quality beside speed
+            meta["summary"]["quality"] = built.quality(output)
         meta["status"] = "ok"
     except KeyboardInterrupt:
         writer.abort()

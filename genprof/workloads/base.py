@@ -48,11 +48,16 @@ class Built:
     module; the profiler hooks every submodule of every part. `infer(phases)`
     runs one whole inference and returns its output (latents, images, tokens).
     `info` carries what describes the run (parameters per part, shapes).
+    `quality`, set by a lossy optimization, is called once after the
+    measurement (outside every timed region) with the last measured output and
+    returns its quality against the unoptimized model (e.g. next-token
+    agreement, KL divergence); the run stores it as `summary.quality`.
     """
 
     parts: dict[str, torch.nn.Module]
     infer: Callable[[Phases], Any]
     info: dict[str, Any] = field(default_factory=dict)
+    quality: Callable[[Any], dict[str, Any]] | None = None
 
 
 def count_parameters(parts: dict[str, torch.nn.Module]) -> dict[str, int]:
