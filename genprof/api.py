@@ -174,6 +174,8 @@ def summarize_run(m: Any, wl: Any, info: dict[str, Any]) -> dict[str, Any]:
         "phases": phase_stats, "steps": step_stats, "memory": m.memory,
         "derived": wl.derived_metrics(phase_stats, info),
     }
+    if m.profiler:  # trace mode: how many events, and what collecting and analysing them cost
+        summary["profiler"] = m.profiler
     if m.ops is not None and not m.ops.empty:
         fam = breakdown(m.ops, "family")
         summary["family_share"] = dict(zip(fam["family"], fam["share"].round(6)))

@@ -1,8 +1,8 @@
 """Build the tidy op table from a torch.profiler trace.
 
-Input: the profiler's CPU events (each with its parent, time range, shapes,
-argument values and the device time of the kernels it launched) plus the
-module descriptions from `ModuleScopes`. Output: one DataFrame, a row per
+Input: the profiler's events as columns (`genprof.profiler.events.EventTable`,
+from a live profile or a trace file) and their call tree, plus the module
+descriptions from `ModuleScopes`. Output: one DataFrame, a row per
 (repeat, phase, step, module, op, input shapes), with the columns of
 `OP_COLUMNS`.
 
@@ -15,130 +15,188 @@ Rules that make the table add up:
   that no op covers. Ops + overhead rows of a phase sum to the phase's wall time.
 - On a GPU, `device_time_s` is the time of the kernels an op launched (the
   profiler links them by correlation id), children included.
+
+Everything is array work over all events at once (context of every event from
+its nearest phase/step/module/repeat ancestor, level by level; rows by one
+groupby); Python runs once per distinct (op, shapes) row key, for FLOPs and
+bytes, and once per fused-attention row, for the kernel name.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from genprof.profiler import counting, scopes, taxonomy
+from genprof.profiler.events import EventTable, Tree, tree as build_tree
 
 OP_COLUMNS = [
     "run_id", "workload", "size", "optimizations", "repeat", "phase", "step", "part", "module",
     "module_type", "op", "kernel", "family", "attention_kind", "calls", "self_time_s", "total_time_s",
     "device_time_s", "flops", "bytes", "input_shapes", "seq_q", "seq_kv", "batch_heads", "head_dim",
 ]
-_KEY = ("repeat", "phase", "step", "module", "op", "input_shapes")
+_KEY = ["repeat", "phase", "step", "module", "op", "input_shapes"]
+_KINDS = ((scopes.REPEAT, 1), (scopes.PHASE, 2), (scopes.STEP, 3), (scopes.MODULE, 4))
 
 
-def _is_cpu(e: Any) -> bool:
-    return getattr(e.device_type, "name", str(e.device_type)) == "CPU"
-
-
-def _context(e: Any, memo: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The (repeat, phase, step, module) a genprof range sits in, itself included."""
-    key = id(e)
-    if key in memo:
-        return memo[key]
-    parent = e.cpu_parent
-    ctx = dict(_context(parent, memo)) if parent is not None else {
-        "repeat": 0, "phase": scopes.OUTSIDE_PHASES, "step": scopes.NO_STEP, "module": ""}
-    name = e.name
-    if name.startswith(scopes.MODULE):
-        ctx["module"] = name[len(scopes.MODULE):]
-    elif name.startswith(scopes.STEP):
-        ctx["step"] = int(name[len(scopes.STEP):])
-    elif name.startswith(scopes.PHASE):
-        ctx["phase"], ctx["step"], ctx["module"] = name[len(scopes.PHASE):], scopes.NO_STEP, ""
-    elif name.startswith(scopes.REPEAT):
-        ctx["repeat"] = int(name[len(scopes.REPEAT):])
-    memo[key] = ctx
-    return ctx
-
-
-def build(events: Iterable[Any], module_types: dict[str, str], attention_kinds: dict[str, str],
-          run: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations."""
-    memo: dict[int, dict[str, Any]] = {}
-    rows: dict[tuple, dict[str, Any]] = {}
-    phase_times: list[dict[str, Any]] = []
-    for e in events:
-        if not _is_cpu(e):
+def _name_kinds(names: list[str]) -> tuple[np.ndarray, list[Any]]:
+    """Per distinct name: 0 op, 1 repeat, 2 phase, 3 step, 4 module, 5 other genprof range; and its value."""
+    kind = np.zeros(len(names), np.int8)
+    value: list[Any] = [None] * len(names)
+    for i, name in enumerate(names):
+        if not name.startswith(scopes.PREFIX):
             continue
-        name = e.name
-        parent = e.cpu_parent
-        if name.startswith(scopes.PREFIX):
-            ctx = _context(e, memo)
-            if name.startswith((scopes.PHASE, scopes.STEP, scopes.REPEAT)):
-                phase = ctx["phase"] if not name.startswith(scopes.REPEAT) else "total"
-                phase_times.append({"repeat": ctx["repeat"], "phase": phase, "step": ctx["step"],
-                                    "time_s": e.cpu_time_total / 1e6})
-            _add(rows, ctx, taxonomy.OVERHEAD_OP, e, module_types, attention_kinds, overhead=True)
-        elif parent is None or parent.name.startswith(scopes.PREFIX):
-            ctx = _context(parent, memo) if parent is not None else {
-                "repeat": 0, "phase": scopes.OUTSIDE_PHASES, "step": scopes.NO_STEP, "module": ""}
-            _add(rows, ctx, name, e, module_types, attention_kinds, overhead=False)
-    table = pd.DataFrame(list(rows.values()))
-    if table.empty:
+        kind[i] = 5
+        for prefix, k in _KINDS:
+            if name.startswith(prefix):
+                kind[i] = k
+                v = name[len(prefix):]
+                value[i] = int(v) if k in (1, 3) else v
+                break
+    return kind, value
+
+
+def _nearest(kind_of: np.ndarray, k: int, t: Tree) -> np.ndarray:
+    """Per sorted position: position of the nearest ancestor-or-self of kind k (-1: none)."""
+    near = np.full(len(kind_of), -1, np.int64)
+    for d, lvl in enumerate(t.levels):
+        mine = kind_of[lvl] == k
+        near[lvl] = np.where(mine, lvl, near[t.parent[lvl]] if d else -1)
+    return near
+
+
+def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
+          run: dict[str, Any] | None = None, t: Tree | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations."""
+    t = t if t is not None else build_tree(ev)
+    name_kind, name_value = _name_kinds(ev.names)
+    name_id = ev.name_id[t.order]
+    kind = name_kind[name_id]
+    start, end = ev.start[t.order], ev.end[t.order]
+    near = {k: _nearest(kind, k, t) for _, k in _KINDS}
+    values = np.asarray(name_value, dtype=object)
+
+    def value_at(pos: np.ndarray, default: Any) -> np.ndarray:
+        out = np.full(len(pos), default, dtype=object)
+        ok = pos >= 0
+        out[ok] = values[name_id[pos[ok]]]
+        return out
+
+    depth_of = lambda pos: np.where(pos >= 0, t.depth[np.maximum(pos, 0)], -1)  # noqa: E731
+    phase_depth = depth_of(near[2])
+    ctx_repeat = value_at(near[1], 0)
+    ctx_phase = value_at(near[2], scopes.OUTSIDE_PHASES)
+    step_ok = depth_of(near[3]) > phase_depth
+    ctx_step = np.where(step_ok, value_at(near[3], scopes.NO_STEP), scopes.NO_STEP)
+    module_ok = depth_of(near[4]) > phase_depth
+    ctx_module = np.where(module_ok, value_at(near[4], ""), "")
+
+    dur = end - start
+    is_range = kind > 0
+    parent = t.parent
+    parent_is_range = np.zeros(len(kind), bool)
+    has = parent >= 0
+    parent_is_range[has] = is_range[parent[has]]
+    top_op = ~is_range & (~has | parent_is_range)
+
+    # phase times: every phase, step and repeat range
+    timed = np.flatnonzero(np.isin(kind, (1, 2, 3)))
+    phase_times = pd.DataFrame({
+        "repeat": ctx_repeat[timed].astype(np.int64),
+        "phase": np.where(kind[timed] == 1, "total", ctx_phase[timed]),
+        "step": ctx_step[timed].astype(np.int64),
+        "time_s": dur[timed] / 1e9,
+    }, columns=["repeat", "phase", "step", "time_s"])
+
+    rows = np.flatnonzero(is_range | top_op)
+    self_ns = dur - t.child_ns
+    over = is_range[rows]
+    names = np.asarray(ev.names, dtype=object)
+    op_names = np.where(over, taxonomy.OVERHEAD_OP, names[name_id[rows]])
+    shapes = np.full(len(rows), "", dtype=object)
+    shapes[~over] = ev.shapes(t.order[rows[~over]].tolist())
+    df = pd.DataFrame({
+        "pos": rows, "repeat": ctx_repeat[rows].astype(np.int64), "phase": ctx_phase[rows],
+        "step": ctx_step[rows].astype(np.int64), "module": ctx_module[rows], "op": op_names,
+        "input_shapes": shapes, "over": over,
+        "self_time_s": np.where(over, self_ns[rows], self_ns[rows]) / 1e9,
+        "total_time_s": np.where(over, self_ns[rows], dur[rows]) / 1e9,
+        "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
+    })
+    if df.empty:
         table = pd.DataFrame(columns=OP_COLUMNS)
+    else:
+        g = df.groupby(_KEY, sort=False, dropna=False)
+        table = g.agg(pos=("pos", "first"), over=("over", "first"), calls=("pos", "size"),
+                      self_time_s=("self_time_s", "sum"), total_time_s=("total_time_s", "sum"),
+                      device_time_s=("device_time_s", "sum")).reset_index()
+        table = table.sort_values("pos", kind="stable").reset_index(drop=True)
+        table = _describe(table, ev, module_types, attention_kinds, t, names, name_id)
     run = run or {}
     for col in ("run_id", "workload", "size", "optimizations"):
         table[col] = run.get(col, "")
-    table["part"] = table["module"].str.split(".", n=1).str[0]
-    return table[OP_COLUMNS], pd.DataFrame(phase_times, columns=["repeat", "phase", "step", "time_s"])
+    modules = table["module"].astype(str)
+    table["part"] = modules.map({m: m.split(".", 1)[0] for m in modules.unique()})
+    return table[OP_COLUMNS], phase_times
 
 
-def _attention_kernel(e: Any) -> str:
+def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
+              attention_kinds: dict[str, str], t: Tree, names: np.ndarray, name_id: np.ndarray) -> pd.DataFrame:
+    """Family, attention kind and dims, kernel, FLOPs and bytes of every row.
+
+    Counted once per (module, op, input shapes), from the first event of the first
+    row with that key (rows that differ only by repeat, phase or step share it)."""
+    n = len(table)
+    mtype = [module_types.get(m, "") for m in table["module"].tolist()]
+    family, kernel, kinds = [""] * n, [""] * n, [""] * n
+    flops = np.zeros(n, np.int64)
+    nbytes = np.zeros(n, np.int64)
+    dims = np.zeros((n, 4), np.int64)
+    fam_memo: dict[tuple[str, str], str] = {}
+    site = table[~table["over"]].drop_duplicates(["module", "op", "input_shapes"])
+    site_args = dict(zip(zip(site["module"], site["op"], site["input_shapes"]),
+                         ev.args(t.order[site["pos"].to_numpy()].tolist())))
+    count_memo: dict[tuple, tuple] = {}
+    cols = (table[c].tolist() for c in ("op", "module", "over", "pos", "input_shapes"))
+    for i, (op, module, over, pos, shp) in enumerate(zip(*cols)):
+        key = (op, mtype[i])
+        fam = fam_memo.get(key)
+        if fam is None:
+            fam = fam_memo[key] = taxonomy.family(op, mtype[i])
+        family[i] = fam
+        if over:
+            continue
+        skey = (module, op, shp)
+        c = count_memo.get(skey)
+        if c is None:
+            shapes, dtypes, args = site_args[skey]
+            shapes, dtypes, args = shapes or [], dtypes or [], args or []
+            d = counting.attention_dims(op, shapes) if fam == "Attention" else None
+            c = count_memo[skey] = (*counting.count(op, shapes, dtypes, args),
+                                    (d["seq_q"], d["seq_kv"], d["batch_heads"], d["head_dim"]) if d else (0, 0, 0, 0),
+                                    _attention_kernel(int(pos), t, names, name_id)
+                                    if op in taxonomy.FUSED_ATTENTION else "")
+        flops[i], nbytes[i], dims[i], kernel[i] = c
+        if fam == "Attention":
+            kinds[i] = attention_kinds.get(module, "self")
+    calls = table["calls"].to_numpy()
+    return table.assign(module_type=mtype, family=family, attention_kind=kinds, kernel=kernel,
+                        flops=flops * calls, bytes=nbytes * calls, seq_q=dims[:, 0], seq_kv=dims[:, 1],
+                        batch_heads=dims[:, 2], head_dim=dims[:, 3])
+
+
+def _attention_kernel(pos: int, t: Tree, names: np.ndarray, name_id: np.ndarray) -> str:
     """The kernel a fused attention op dispatched to: its deepest `*attention*`/`flash` descendant,
     plus the first GPU kernel it launched, e.g. `aten::_scaled_dot_product_flash_attention_for_cpu`."""
-    name, node = "", e
+    name, node = "", pos
     while True:
-        nxt = next((c for c in node.cpu_children if "attention" in c.name or "flash" in c.name), None)
+        nxt = next((int(c) for c in t.children(node)
+                    if "attention" in names[name_id[c]] or "flash" in names[name_id[c]]), None)
         if nxt is None:
             break
-        name, node = nxt.name, nxt
-    device_kernels = [k.name for k in getattr(node, "kernels", [])] or \
-        [k.name for c in node.cpu_children for k in getattr(c, "kernels", [])]
+        name, node = names[name_id[nxt]], nxt
+    device_kernels = list(t.launch_kernels.get(node, ())) or \
+        [k for c in t.children(node) for k in t.launch_kernels.get(int(c), ())]
     return name + (f" | {device_kernels[0]}" if device_kernels else "")
-
-
-def _add(rows: dict[tuple, dict[str, Any]], ctx: dict[str, Any], op: str, e: Any,
-         module_types: dict[str, str], attention_kinds: dict[str, str], overhead: bool) -> None:
-    if overhead:
-        self_s = total_s = e.self_cpu_time_total / 1e6
-        device_s = 0.0
-        shapes_str, shapes, dtypes, args = "", [], [], []
-    else:
-        self_s, total_s = e.self_cpu_time_total / 1e6, e.cpu_time_total / 1e6
-        device_s = e.device_time_total / 1e6
-        shapes, dtypes = e.input_shapes or [], e.input_dtypes or []
-        args = e.concrete_inputs or []
-        shapes_str = str(shapes)
-    key = (ctx["repeat"], ctx["phase"], ctx["step"], ctx["module"], op, shapes_str)
-    row = rows.get(key)
-    if row is None:
-        module = ctx["module"]
-        mtype = module_types.get(module, "")
-        fam = taxonomy.family(op, mtype)
-        flops, nbytes = (0, 0) if overhead else counting.count(op, shapes, dtypes, args)
-        dims = counting.attention_dims(op, shapes) if fam == "Attention" else None
-        kernel = _attention_kernel(e) if op in taxonomy.FUSED_ATTENTION else ""
-        row = rows[key] = {
-            "repeat": ctx["repeat"], "phase": ctx["phase"], "step": ctx["step"], "module": module,
-            "module_type": mtype, "op": op, "kernel": kernel, "family": fam,
-            "attention_kind": attention_kinds.get(module, "self") if fam == "Attention" else "",
-            "calls": 0, "self_time_s": 0.0, "total_time_s": 0.0, "device_time_s": 0.0,
-            "flops": 0, "bytes": 0, "input_shapes": shapes_str,
-            "seq_q": dims["seq_q"] if dims else 0, "seq_kv": dims["seq_kv"] if dims else 0,
-            "batch_heads": dims["batch_heads"] if dims else 0, "head_dim": dims["head_dim"] if dims else 0,
-            "_flops_per_call": flops, "_bytes_per_call": nbytes,
-        }
-    row["calls"] += 1
-    row["self_time_s"] += self_s
-    row["total_time_s"] += total_s
-    row["device_time_s"] += device_s
-    row["flops"] += row["_flops_per_call"]
-    row["bytes"] += row["_bytes_per_call"]
-

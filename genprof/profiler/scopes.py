@@ -24,6 +24,8 @@ PHASE = "genprof.phase::"
 STEP = "genprof.step::"
 MODULE = "genprof.module::"
 REPEAT = "genprof.repeat::"
+# The cheap range torch.profiler offers Python (torch >= 2.2); record_function's ops otherwise.
+_FAST = getattr(torch._C._profiler, "_RecordFunctionFast", None)
 NO_STEP = -1  # `step` of a row whose phase has no steps
 OUTSIDE_PHASES = "(outside phases)"  # `phase` of work a workload ran between its phases
 
@@ -99,19 +101,27 @@ class ModuleScopes:
 
     def _enter_hook(self, qual: str):
         label, stack = MODULE + qual, self._open[qual]
-
-        def hook(module: torch.nn.Module, args: Any) -> None:
-            handle = torch.ops.profiler._record_function_enter_new(label, None)
-            stack.append(handle)
+        if _FAST is not None:  # a C++ range object: about 1.7 us a range against 30 for record_function's ops
+            def hook(module: torch.nn.Module, args: Any) -> None:
+                rf = _FAST(label)
+                rf.__enter__()
+                stack.append(rf)
+        else:
+            def hook(module: torch.nn.Module, args: Any) -> None:
+                stack.append(torch.ops.profiler._record_function_enter_new(label, None))
 
         return hook
 
     def _exit_hook(self, qual: str):
         stack = self._open[qual]
-
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            if stack:
-                torch.ops.profiler._record_function_exit._RecordFunction(stack.pop())
+        if _FAST is not None:
+            def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+                if stack:
+                    stack.pop().__exit__(None, None, None)
+        else:
+            def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+                if stack:
+                    torch.ops.profiler._record_function_exit._RecordFunction(stack.pop())
 
         return hook
 

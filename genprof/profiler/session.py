@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -44,6 +45,7 @@ class Measurement:
     trace_file: Path | None = None
     output: Any = None
     notes: list[str] = field(default_factory=list)
+    profiler: dict[str, Any] = field(default_factory=dict)  # trace mode: events, collect_s, analyze_s
 
 
 def _warmup(built: Any, n: int, progress: Progress | None) -> None:
@@ -90,6 +92,7 @@ def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
     output = None
     prof = torch.profiler.profile(activities=activities, record_shapes=True)
     with MemoryMonitor(device) as mem, scopes.ModuleScopes(built.parts) as modules:
+        t0 = time.perf_counter()
         with _quiet_stderr():
             prof.start()
         try:
@@ -102,14 +105,18 @@ def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
         finally:
             with _quiet_stderr():
                 prof.stop()
+        collect_s = time.perf_counter() - t0
     if progress:
         progress("building the op table")
-    ops, times = optable.build(events.from_profile(prof), modules.types, modules.attention_kinds, run)
+    t0 = time.perf_counter()
+    ev = events.from_profile(prof)
+    ops, times = optable.build(ev, modules.types, modules.attention_kinds, run)
+    stats = {"events": len(ev) + len(ev.kernel_ns), "collect_s": collect_s, "analyze_s": time.perf_counter() - t0}
     trace_file = None
     if trace_to is not None:
         trace_file = _export_trace(prof, trace_to)
     return Measurement("trace", "torch.profiler", times, mem.result(), ops=ops,
-                       trace_file=trace_file, output=output)
+                       trace_file=trace_file, output=output, profiler=stats)
 
 
 @contextlib.contextmanager
