@@ -64,6 +64,8 @@ def run_cmd(
     seed: int = typer.Option(0, help="Seed for weights and inputs."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder for run directories."),
+    project_hw: Optional[str] = typer.Option(None, "--project", help="Then project the run on hardware: "
+                                             "a100 | h100 | h200 | local."),
 ) -> None:
     """Run one workload, measure it, store the run and print its breakdown."""
     from genprof import api
@@ -72,6 +74,12 @@ def run_cmd(
                          warmup=warmup, mode=mode, device=device, dtype=dtype, optimizations=opt, params=set_,
                          weights=str(weights) if weights else None, record_trace=trace_file, seed=seed, threads=threads)
     api.validate(spec)
+    if project_hw is not None:
+        from genprof.roofline import get_profile
+
+        get_profile(project_hw, measure=False) if project_hw.lower() != "local" else None  # name check first
+        if mode != "trace":
+            raise GenprofError("--project needs the op table: use --mode trace")
     total = warmup + repeats + (1 if mode == "trace" else 0)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
@@ -88,6 +96,122 @@ def run_cmd(
             err.print(res.meta.get("traceback", ""))
         raise typer.Exit(1)
     _print_run(res.meta, res.ops)
+    if project_hw is not None:
+        _project(res.path, project_hw, None, None, None, None, threads)
+
+
+@app.command("project")
+def project_cmd(
+    run_dir: Path = typer.Argument(..., help="A trace-mode run directory."),
+    hw: str = typer.Option(..., "--hw", help="a100 | h100 | h200 | local (this machine, measured once)."),
+    eff_compute: Optional[float] = typer.Option(None, "--eff-compute", help="Fraction of peak FLOP/s reached "
+                                                "(default: the profile's)."),
+    eff_memory: Optional[float] = typer.Option(None, "--eff-memory", help="Fraction of peak bandwidth reached "
+                                               "(default: the profile's)."),
+    precision: Optional[str] = typer.Option(None, help="fp32 | tf32 | bf16 (default: from the run's dtype)."),
+    out_proj: Optional[Path] = typer.Option(None, "--out", help="Folder to write projection.parquet and "
+                                            "roofline.png/.svg into (nothing is written without it)."),
+    threads: Optional[int] = typer.Option(None, help="Threads for measuring the local profile (default: "
+                                          "the run's)."),
+) -> None:
+    """Predict the run's time on a hardware profile: roofline per op, summed per family and phase."""
+    _project(run_dir, hw, eff_compute, eff_memory, precision, out_proj, threads)
+
+
+def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out_proj, threads) -> None:
+    from genprof import store
+    from genprof.roofline import get_profile, project_run, summarize
+    from genprof.roofline.project import comparable
+
+    meta = store.read_run(run_dir)
+    if hw_name.strip().lower() == "local" and threads is None:
+        threads = (meta.get("environment") or {}).get("torch_threads")
+    hw = get_profile(hw_name, threads=threads).with_overrides(eff_compute=eff_compute, eff_memory=eff_memory)
+    proj, meta = project_run(run_dir, hw, precision)
+    measured = comparable(meta, hw)
+    prec = str(proj["precision"].iloc[0]) if len(proj) else "-"
+    out.print(f"projection on {hw.label}: {hw.flops(prec) / 1e12:.4g} TFLOP/s ({prec}, eff {hw.eff_compute:.2f}), "
+              f"{hw.bandwidth / 1e9:.4g} GB/s (eff {hw.eff_memory:.2f}), ridge {hw.ridge(prec):.3g} FLOP/byte"
+              + (f", launch {hw.launch_s * 1e6:.3g} us/kernel" if hw.kind == "gpu" else
+                 f", dispatch {hw.op_overhead_s * 1e6:.3g} us/op"))
+    for by, title in (("family", "projected time by operator family (per repeat)"),
+                      ("phase", "projected time by phase (per repeat)")):
+        s = summarize(proj, by)
+        t = Table(title=title)
+        cols = [by, "projected s", "share", "compute-bound", "GFLOP", "MB moved"] + (
+            ["measured s", "error"] if measured else [])
+        for c in cols:
+            t.add_column(c, justify="left" if c == by else "right")
+        for r in s.itertuples():
+            row = [str(getattr(r, by)), f"{r.time_s:.4g}", f"{100 * r.share:.1f}%",
+                   "—" if r.compute_fraction != r.compute_fraction else f"{100 * r.compute_fraction:.0f}%",
+                   f"{r.flops / 1e9:.4g}", f"{r.bytes / 1e6:.4g}"]
+            if measured:
+                err_ = f"{100 * (r.time_s / r.measured_s - 1):+.0f}%" if r.measured_s > 0 else "—"
+                row += [f"{r.measured_s:.4g}", err_]
+            t.add_row(*row)
+        out.print(t)
+    if not measured:
+        out.print("(no measured time beside it: the run was not measured on this hardware)")
+    if out_proj is not None:
+        from genprof.reports import figures as F
+
+        out_proj.mkdir(parents=True, exist_ok=True)
+        proj.to_parquet(out_proj / "projection.parquet", index=False)
+        written = [out_proj / "projection.parquet"]
+        try:
+            written += F.save(F.roofline(proj, profiles=[hw]), out_proj / "roofline")
+        except F.NoData as e:
+            out.print(f"roofline figure not drawn: {e}")
+        out.print("wrote: " + ", ".join(str(w) for w in written))
+
+
+@app.command("paper")
+def paper_cmd(
+    out_dir: Path = typer.Option(Path("runs/paper"), "--out", help="Folder for the counted and measured runs "
+                                 "and paper.html."),
+    doc: Path = typer.Option(Path("docs/paper.md"), "--doc", help="Markdown page to write."),
+    size: str = typer.Option("paper", help="Size to count and project (paper; tiny for a quick check)."),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the small suite on this CPU "
+                                 "(skipped when --runs is given)."),
+    runs: List[Path] = typer.Option([], "--runs", help="Measured runs to use instead (repeatable; CPU and/or "
+                                    "GPU trace-mode runs)."),
+    measure_size: str = typer.Option("small", help="Size of the measured suite."),
+    only: List[str] = typer.Option([], "--only", help="Only these workloads (repeatable)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the measured runs."),
+    attention_doc: Path = typer.Option(Path("docs/attention-study.md"), help="Measured flash speedups "
+                                       "(from scripts/attention_study.py)."),
+) -> None:
+    """The study's headline claims: projection at paper size beside our measurements (docs + HTML)."""
+    import shlex
+
+    from genprof import api
+    from genprof.roofline import paper
+
+    names = tuple(only) or api.SUITE
+    for n in names:
+        if n not in api.SUITE:
+            raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
+    api.make_spec(names[0], size=size)  # validates the size
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("paper: counting")
+        counted = paper.count_suite(out_dir / f"count-{size}", size=size, names=names,
+                                    on_start=lambda n: bar.update(task, description=f"paper: counting {n} ({size}, meta)"))
+        roots = list(runs)
+        if not roots and measure:
+            mroot = out_dir / f"measured-{measure_size}"
+            api.suite(size=measure_size, out=mroot, workloads=names, repeats=2, warmup=1, threads=threads,
+                      on_start=lambda n: bar.update(task, description=f"paper: measuring {n} ({measure_size}, cpu)"))
+            roots = [mroot]
+        bar.update(task, description="paper: projecting")
+        result = paper.build_paper(counted, roots, attention_doc, size=size)
+    cmd = "genprof " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["paper"] else "genprof paper"
+    written = paper.write_paper(result, doc, out_dir / "paper.html", [*roots, out_dir / f"count-{size}"], cmd, size)
+    _print_df("the study's headline claims", result["headline"])
+    for n, r in result["failed"].items():
+        out.print(f"not counted: {n}: {r}", markup=False, highlight=False)
+    out.print("wrote: " + ", ".join(str(w) for w in written))
 
 
 @app.command("show")

@@ -11,7 +11,9 @@ computes, per top-level op:
   their cost is in `bytes`.
 - bytes read + written: the sum of input tensor sizes plus the output size; the
   output shape is derived for the ops above, taken as the broadcast of the
-  inputs for elementwise ops, and views move no data (0 bytes).
+  inputs for elementwise ops, and views move no data (0 bytes). An embedding
+  lookup reads only the rows it gathers (indices + gathered rows + output), not
+  its whole table.
 - seq_q / seq_kv / batch_heads / head_dim for attention ops.
 It does not time anything and knows nothing about modules.
 """
@@ -157,6 +159,9 @@ def count(op: str, shapes: Sequence[Shape], dtypes: Sequence[str], args: Sequenc
         flops, out = 0, None
     if op in VIEW_OPS:
         return 0, 0
+    if op == "aten::embedding" and len(shapes) >= 2 and shapes[0] and shapes[1]:
+        gathered = _numel(shapes[1]) * shapes[0][-1] * sizes[0]  # rows read, then written as the output
+        return 0, int(_numel(shapes[1]) * sizes[1] + 2 * gathered)
     if out is None:
         out = _broadcast(shapes)
     return int(flops), int(in_bytes + _numel(out) * elem if out else in_bytes)

@@ -441,3 +441,50 @@ def speedups(table: pd.DataFrame, quality: Sequence[str] | None = None) -> Figur
 __all__ = ["NoData", "FAMILY_COLORS", "KIND_COLORS", "save", "run_labels", "run_order", "family_shares",
            "attention_shares", "step_stats", "family_breakdown", "step_times", "seq_lengths", "attention_kinds",
            "speedups"]
+
+
+def roofline(proj: pd.DataFrame, profiles: Sequence | None = None, precision: str | None = None,
+             max_points: int = 400) -> Figure:
+    """Roofline: attainable FLOP/s against arithmetic intensity (log-log), one roof per hardware profile
+    (a dotted line at each ridge point), the ops of a projection (`genprof.roofline.project`) as points
+    at their intensity and projected FLOP/s, sized by projected time, coloured by family. Ops without
+    FLOPs (elementwise, memory) have no point: their time is on the bandwidth roof by construction."""
+    from genprof.roofline.hardware import PROFILES
+
+    _require(proj, ("flops_per_call", "bytes_per_call", "time_s", "family", "hw"), "roofline")
+    pts = proj[(proj["flops_per_call"] > 0) & (proj["bytes_per_call"] > 0) & (proj["time_s"] > 0)]
+    if pts.empty:
+        raise NoData("roofline: no op with FLOPs and bytes")
+    prec = precision or str(pts["precision"].iloc[0])
+    hw_names = list(dict.fromkeys(pts["hw"]))
+    if profiles is None:
+        profiles = [PROFILES[n] for n in hw_names if n in PROFILES] or list(PROFILES.values())
+    pts = pts[pts["hw"] == hw_names[0]]
+    pts = pts.groupby(["family", "op", "flops_per_call", "bytes_per_call"], as_index=False).agg(
+        time_s=("time_s", "sum"), calls=("calls", "sum"), t_compute_s=("t_compute_s", "first"),
+        t_memory_s=("t_memory_s", "first"))
+    pts = pts.nlargest(max_points, "time_s")
+    x = pts["flops_per_call"] / pts["bytes_per_call"]
+    y = pts["flops_per_call"] / np.maximum(pts["t_compute_s"], pts["t_memory_s"])
+    fig = _figure(8.2, 5.2)
+    ax = fig.add_subplot()
+    xs = np.logspace(np.log10(max(x.min() / 3, 1e-2)), np.log10(max(x.max() * 3, 10)), 200)
+    styles = ["-", "--", "-.", ":"]
+    for i, hw in enumerate(profiles):
+        peak, bw = hw.flops(prec), hw.bandwidth
+        ax.plot(xs, np.minimum(peak, xs * bw), styles[i % 4], color="#333333", linewidth=1.2,
+                label=_text(f"{hw.label}: {peak / 1e12:.3g} TFLOP/s, {bw / 1e12:.3g} TB/s"))
+        ax.axvline(peak / bw, color="#999999", linestyle=":", linewidth=0.8)
+    size = 15 + 300 * np.sqrt(pts["time_s"] / pts["time_s"].max())
+    for fam in [f for f in FAMILIES if f in set(pts["family"])]:
+        m = pts["family"] == fam
+        ax.scatter(x[m], y[m], s=size[m], color=FAMILY_COLORS.get(fam, "#7f7f7f"), alpha=0.6,
+                   edgecolors="white", linewidths=0.5, label=_text(fam))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel(f"attainable FLOP/s ({prec}, effective)")
+    ax.set_title(_text(f"Roofline (points projected on {profiles[0].label if profiles else hw_names[0]})"))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig

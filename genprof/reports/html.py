@@ -12,7 +12,10 @@ Sections: summary, environment and provenance, figures, family breakdown,
 phase statistics, top ops, sequence-length profile, optimizations (speedup
 against the baseline run of the same workload / size / batch, with quality
 metrics from `summary.quality`), failed runs, and notes (corrupt runs skipped,
-figures that the data does not support).
+figures that the data does not support). When projection data is present (a
+`projection.parquet` in a run directory, written by `genprof project --out`,
+or the `roofline=` section that `genprof paper` passes), a roofline section:
+the headline table, the roofline figure and the projected family breakdown.
 """
 
 from __future__ import annotations
@@ -520,6 +523,16 @@ Click a table header to sort.</p>
 <section id="top-ops"><h2>Top ops</h2>{{ render(top_ops) }}</section>
 <section id="sequence-lengths"><h2>Sequence-length profile</h2>{{ render(seq) }}</section>
 <section id="optimizations"><h2>Optimizations</h2>{{ render(optimizations) }}</section>
+{% if roofline %}<section id="roofline"><h2>Roofline projection</h2>
+{% if roofline.headline %}<h3>The study's headline claims</h3>{{ render(roofline.headline) }}{% endif %}
+{% for f in roofline.figures %}
+<figure id="{{ f.id }}"><h3>{{ f.title }}</h3>
+<img class="figure" src="data:image/png;base64,{{ f.png }}" alt="{{ f.title }}">
+<figcaption>{{ f.caption }}</figcaption></figure>
+{% endfor %}
+{% for t in roofline.tables %}<h3>{{ t.title }}</h3>{{ render(t) }}{% endfor %}
+{% for s in roofline.skipped %}<p class="muted figure-skipped">{{ s }}</p>{% endfor %}
+</section>{% endif %}
 <section id="failed-runs"><h2>Failed runs</h2>{{ render(failed) }}
 {% for t in tracebacks %}<details><summary>traceback of {{ t.label }}</summary><pre>{{ t.traceback }}</pre></details>{% endfor %}
 </section>
@@ -538,7 +551,67 @@ def _env() -> jinja2.Environment:
     return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
 
 
-def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title: str = "genprof report") -> str:
+def _df_table(tid: str, title: str, df: pd.DataFrame, caption: str, percent: Sequence[str] = ()) -> dict[str, Any]:
+    rows = [[pct(v) if c in percent else (cell(v) if isinstance(v, str) else num(v)) for c, v in zip(df.columns, r)]
+            for r in df.itertuples(index=False)]
+    return {**table(tid, [str(c) for c in df.columns], rows, caption), "title": title}
+
+
+def _roofline_section(d: dict[str, Any], roofline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Headline table, roofline figure and projected families, from `roofline=` or projection.parquet files."""
+    roofline = dict(roofline or {})
+    proj = roofline.get("projection")
+    if proj is None:
+        frames = []
+        for path in d["runs"].get("path", pd.Series(dtype=str)):
+            f = Path(path) / "projection.parquet"
+            if f.is_file():
+                try:
+                    frames.append(pd.read_parquet(f))
+                except Exception as e:  # a bad extra file must not cost the report
+                    d["notes"].append(f"skipped {f}: {type(e).__name__}")
+        proj = pd.concat(frames, ignore_index=True) if frames else None
+    if proj is None or proj.empty:
+        return None
+    hw = roofline.get("hw") or str(proj["hw"].iloc[0])
+    sec: dict[str, Any] = {"headline": None, "figures": [], "tables": [], "skipped": []}
+    if roofline.get("headline") is not None:
+        h = roofline["headline"]
+        sec["headline"] = table("table-headline", list(h.columns), [[cell(v) for v in r] for r in
+                                                                     h.itertuples(index=False)],
+                                "Claim, the study's number, our projection at paper size and our measurements.")
+    on_hw = proj[proj["hw"] == hw]
+    from genprof.roofline.hardware import PROFILES
+
+    profs = [PROFILES[n] for n in ("a100", "h100", "h200")] if hw in PROFILES else None
+    for fid, title, fn, caption in (
+            ("fig-roofline", "Roofline", lambda p: F.roofline(p, profiles=profs),
+             f"Ops at their arithmetic intensity and projected FLOP/s on {hw}; roofs and ridge points per profile; "
+             "point area ~ projected time."),
+            ("fig-projected-families", "Projected time by operator family",
+             lambda p: F.family_breakdown(p, time="time_s"),
+             f"Share of projected time per family on {hw} (launch-bound excess as Overhead).")):
+        try:
+            sec["figures"].append({"id": fid, "title": title, "caption": caption, "png": _png(fn(on_hw))})
+        except F.NoData as e:
+            sec["skipped"].append(f"{title}: not drawn ({e})")
+        except Exception as e:
+            sec["skipped"].append(f"{title}: failed ({type(e).__name__}: {e})")
+    fam = roofline.get("families")
+    if fam is not None and not fam.empty:
+        sec["tables"].append(_df_table("table-projected-families", "Projected family shares", fam,
+                                       f"Share of projected time per family on {hw}, full run.",
+                                       percent=[c for c in fam.columns[2:]]))
+    llm = roofline.get("llm")
+    if llm is not None and not llm.empty:
+        sec["tables"].append(_df_table("table-llm-check", "LLM decode check", llm,
+                                       "Decode time per token: projected and (weights + KV) / bandwidth by hand.",
+                                       percent=[c for c in llm.columns if "share" in c or c == "error"]))
+    return sec
+
+
+def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title: str = "genprof report",
+                  roofline: dict[str, Any] | None = None) -> str:
     """The report as an HTML string (see `write_report`)."""
     if isinstance(roots, (str, os.PathLike)):
         roots = [roots]
@@ -554,6 +627,7 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
     opt_table, opt_df = _optimizations(d, order, labels)
     failed_table, tracebacks = _failed(d, order, labels)
     figures, skipped = _figures(d, opt_df)
+    roofline_section = _roofline_section(d, roofline)
     from genprof import __version__
 
     script = SORTER_JS
@@ -562,7 +636,8 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
         title=title, css=_markup(CSS),
         script=_markup(script), script_hash=f"sha256-{digest}",
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), version=__version__,
-        roots=[str(r) for r in roots], n_runs=len(order), toc=SECTIONS, notes=d["notes"],
+        roots=[str(r) for r in roots], n_runs=len(order), notes=d["notes"], roofline=roofline_section,
+        toc=SECTIONS if roofline_section is None else SECTIONS[:-1] + [("roofline", "Roofline")] + SECTIONS[-1:],
         summary=_summary(d, order, labels), environment=env_table, provenance=provenance,
         figures=figures, skipped_figures=skipped, family=_family_table(d["ops"]),
         phase_stats=_phase_table(d["phases"], labels, order), derived=_derived_table(d, order, labels),
@@ -577,14 +652,14 @@ def _markup(s: str):
 
 
 def write_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
-                 title: str = "genprof report") -> Path:
+                 title: str = "genprof report", roofline: dict[str, Any] | None = None) -> Path:
     """Write one self-contained HTML report over every run below `roots`; returns its path.
 
     Corrupt runs are skipped with a visible note naming the file; failed runs
     are listed with their reasons; timing-mode runs (no op table) contribute
     their phase statistics. Raises GenprofError when a root does not exist.
     """
-    html = render_report(roots, title=title)
+    html = render_report(roots, title=title, roofline=roofline)
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         out = out / "report.html" if out.is_dir() else out.with_suffix(".html")
