@@ -52,12 +52,15 @@ class Built:
     measurement (outside every timed region) with the last measured output and
     returns its quality against the unoptimized model (e.g. next-token
     agreement, KL divergence); the run stores it as `summary.quality`.
+    `inputs` holds what the inference consumes (an LLM's prompt token ids, a
+    task's answers), for optimizations that measure quality on the same inputs.
     """
 
     parts: dict[str, torch.nn.Module]
     infer: Callable[[Phases], Any]
     info: dict[str, Any] = field(default_factory=dict)
     quality: Callable[[Any], dict[str, Any]] | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 def count_parameters(parts: dict[str, torch.nn.Module]) -> dict[str, int]:

@@ -5,6 +5,11 @@ token: time to first token) and `decode` (one forward per new token against
 the KV cache, each a step of its own: time per output token). Greedy sampling.
 `paper` is the Llama-2-7B configuration. Random weights from a config, or a
 local directory with a transformers checkpoint (config.json + safetensors).
+Prompts: random token ids of `prompt_len` (`task=random`, the default), or
+`--set task=retrieval` for prompts of the synthetic retrieval task
+(genprof.workloads.retrieval, `pairs` key/value pairs, prompt 2*pairs+2 tokens;
+its answers go to `Built.inputs` for quality measures), meant for the model
+trained on it: `--weights genprof/assets/retrieval-llama`.
 Not here: prefill schedules such as prepacking or chunking (optimizations).
 """
 
@@ -15,6 +20,7 @@ from typing import Any
 
 import torch
 
+from genprof.errors import GenprofError, unknown_choice
 from genprof.spec import RunSpec
 from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
 from genprof.workloads.registry import register
@@ -22,13 +28,13 @@ from genprof.workloads.registry import register
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(config=dict(vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=4),
-                 prompt_len=32, tokens=8),
+                 prompt_len=32, tokens=8, task="random", pairs=128),
     "small": dict(config=dict(vocab_size=8192, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
                               num_attention_heads=8, num_key_value_heads=8),
-                  prompt_len=256, tokens=32),
+                  prompt_len=256, tokens=32, task="random", pairs=128),
     "paper": dict(config=dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                               num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),
-                  prompt_len=512, tokens=128),  # Llama-2-7B
+                  prompt_len=512, tokens=128, task="random", pairs=128),  # Llama-2-7B
 }
 
 
@@ -62,6 +68,9 @@ def new_cache(model: torch.nn.Module) -> Any:
         return DynamicCache()
 
 
+TASKS = ("random", "retrieval")
+
+
 @register
 class LLM(Workload):
     name = "llm"
@@ -72,6 +81,17 @@ class LLM(Workload):
     counted_by = "tokens"
     count_meaning = "decoded tokens"
 
+    def check(self, spec: RunSpec) -> None:
+        super().check(spec)
+        p = self.config(spec)
+        if p["task"] not in TASKS:
+            raise unknown_choice("llm task (--set task=...)", str(p["task"]), TASKS)
+        if p["task"] == "retrieval":
+            from genprof.workloads import retrieval
+
+            if not isinstance(p["pairs"], int) or not 1 <= p["pairs"] <= retrieval.KEYS:
+                raise GenprofError(f"--set pairs must be an integer in [1, {retrieval.KEYS}], got {p['pairs']!r}")
+
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
@@ -79,8 +99,20 @@ class LLM(Workload):
         model = load_model(spec.weights, dtype) if spec.weights else build_model(p)
         model.to(device=device, dtype=dtype).eval()
         tokens = spec.tokens or p["tokens"]
-        gen = torch.Generator().manual_seed(spec.seed)
-        prompt = torch.randint(0, model.config.vocab_size, (spec.batch, p["prompt_len"]), generator=gen).to(device)
+        inputs: dict[str, Any] = {}
+        if p["task"] == "retrieval":
+            from genprof.workloads import retrieval
+
+            if model.config.vocab_size < retrieval.VOCAB:
+                raise GenprofError(f"task=retrieval needs a vocabulary of at least {retrieval.VOCAB} tokens; "
+                                   f"the model has {model.config.vocab_size}")
+            prompt, answers = retrieval.make_batch(spec.batch, p["pairs"], spec.seed)
+            prompt = prompt.to(device)
+            inputs["answers"] = answers
+        else:
+            gen = torch.Generator().manual_seed(spec.seed)
+            prompt = torch.randint(0, model.config.vocab_size, (spec.batch, p["prompt_len"]), generator=gen).to(device)
+        inputs["prompt"] = prompt
         cache_kw = _cache_kwarg(model)
 
         def infer(phases: Phases) -> torch.Tensor:
@@ -97,10 +129,11 @@ class LLM(Workload):
                         out.append(next_tok)
             return torch.cat(out, dim=1)
 
-        info = {"parameters": count_parameters({"model": model}), "prompt_len": p["prompt_len"],
+        info = {"parameters": count_parameters({"model": model}), "prompt_len": int(prompt.shape[1]),
+                "task": p["task"],
                 "decode_tokens": tokens, "batch": spec.batch,
                 "attn_implementation": getattr(model.config, "_attn_implementation", "")}
-        return Built(parts={"model": model}, infer=infer, info=info)
+        return Built(parts={"model": model}, infer=infer, info=info, inputs=inputs)
 
     @staticmethod
     def derived_metrics(phase_stats: dict[str, dict[str, float]], info: dict[str, Any]) -> dict[str, float]:
