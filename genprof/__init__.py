@@ -11,12 +11,12 @@ prefill/decode workloads; and what each optimization buys. The notebook API:
 """
 
 from genprof import reports
-from genprof.api import RunResult, build, make_spec, run
+from genprof.api import RunResult, build, make_spec, ops_from_trace, run
 from genprof.errors import GenprofError
 from genprof.spec import OptSpec, RunSpec
 from genprof.store import load_runs, read_run
 from genprof.workloads import names as list_workloads
 
 __version__ = "0.1.0"
-__all__ = ["run", "build", "make_spec", "load_runs", "read_run", "list_workloads", "RunSpec", "OptSpec",
+__all__ = ["run", "build", "make_spec", "ops_from_trace", "load_runs", "read_run", "list_workloads", "RunSpec", "OptSpec",
            "RunResult", "GenprofError", "reports"]

@@ -160,6 +160,20 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
     return RunResult(path=path, meta=meta, ops=ops, phases=phases, output=output)
 
 
+def ops_from_trace(path: str | Path, module_types: dict[str, str] | None = None,
+                   attention_kinds: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(op table, phase times) of a Chrome/Kineto trace file (.json or .json.gz), e.g. one written by
+    `genprof run --trace-file` or by any torch.profiler `export_chrome_trace`.
+
+    genprof's phase/step/repeat/module ranges are used when present; without
+    `module_types` (module name -> class name) ops are classified by name only,
+    so attention computed as separate matmul/softmax ops is not found.
+    """
+    from genprof.profiler import events, optable
+
+    return optable.build(events.from_chrome_trace(path), module_types or {}, attention_kinds or {})
+
+
 def summarize_run(m: Any, wl: Any, info: dict[str, Any]) -> dict[str, Any]:
     """Summary metrics for run.json: phase statistics, steps, memory, family shares."""
     times = m.phase_times

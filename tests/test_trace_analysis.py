@@ -217,3 +217,20 @@ def test_peak_memory_mark_nests():
     assert o["rss_peak_method"] == "VmHWM"
     assert o["peak_rss_growth_bytes"] >= 95e6  # the inner reset did not hide the outer peak
     assert 15e6 <= i["peak_rss_growth_bytes"] < 60e6
+
+
+def test_ops_from_trace_reads_what_the_run_wrote(tmp_path):
+    """The trace file `--trace-file` writes gives back the run's own op table (module types aside)."""
+    import genprof
+    from genprof import store
+
+    res = api.run("llm", out=tmp_path, size="tiny", repeats=1, warmup=0, mode="trace", threads=1, record_trace=True)
+    trace = res.path / store.TRACE
+    assert trace.is_file()
+    ops, phases = genprof.ops_from_trace(trace)
+    run_ops = res.ops
+    cols = ["phase", "step", "module", "op", "input_shapes"]
+    got = ops.groupby(cols)[["calls", "total_time_s", "flops"]].sum().sort_index()
+    want = run_ops.groupby(cols)[["calls", "total_time_s", "flops"]].sum().sort_index()
+    assert got.index.equals(want.index)
+    np.testing.assert_allclose(got.to_numpy(float), want.to_numpy(float), rtol=0, atol=1e-9)

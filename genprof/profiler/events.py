@@ -29,6 +29,7 @@ event that launched them (same correlation id) and to all its ancestors.
 from __future__ import annotations
 
 import gzip
+from array import array
 import json
 import re
 from dataclasses import dataclass, field
@@ -188,12 +189,7 @@ def from_chrome_trace(path: str | Path) -> EventTable:
     if not path.is_file():
         raise GenprofError(f"trace file not found: {path}")
     names, threads, sigs = _Interner(), _Interner(), _Interner()
-    name_id: list[int] = []
-    thread: list[int] = []
-    start: list[int] = []
-    dur: list[int] = []
-    corr: list[int] = []
-    sig: list[int] = []
+    name_id, thread, start, dur, corr, sig = (array("q") for _ in range(6))  # 8 bytes an event each
     k_corr: list[int] = []
     k_ns: list[int] = []
     k_name: list[str] = []
@@ -227,7 +223,7 @@ def from_chrome_trace(path: str | Path) -> EventTable:
                 sig_args.append(_live_args(dims, types, conc))
     if not name_id:
         raise GenprofError(f"{path}: the trace holds no CPU events")
-    sig_arr = np.asarray(sig, np.int64)
+    sig_arr = np.frombuffer(sig, np.int64)
 
     def args(indices: Sequence[int]) -> list[tuple[list, list, list]]:
         out = []
@@ -244,9 +240,9 @@ def from_chrome_trace(path: str | Path) -> EventTable:
     def shapes(indices: Sequence[int]) -> list[str]:
         return ["[]" if sig_arr[i] < 0 else sig_shapes[sig_arr[i]] for i in indices]
 
-    st = np.asarray(start, np.int64)
-    return EventTable(names.values, np.asarray(name_id, np.int32), np.asarray(thread, np.int64), st,
-                      st + np.asarray(dur, np.int64), np.asarray(corr, np.int64), shapes, args,
+    st = np.frombuffer(start, np.int64)
+    return EventTable(names.values, np.frombuffer(name_id, np.int64).astype(np.int32), np.frombuffer(thread, np.int64),
+                      st, st + np.frombuffer(dur, np.int64), np.frombuffer(corr, np.int64), shapes, args,
                       np.asarray(k_corr, np.int64), np.asarray(k_ns, np.int64), k_name)
 
 
