@@ -212,9 +212,15 @@ weigh more.
 # ----------------------------------------------------------------------------------------- vision
 
 def bench_vision(args: argparse.Namespace) -> str | None:
-    """Vision-token pruning on the llava workload: not measured by this script yet."""
-    print("vision: no benchmark yet", flush=True)
-    return None
+    """Vision-token pruning on the llava workload (scripts/bench_vision_pruning.py): its section text."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_vision_pruning as bv
+
+    a = argparse.Namespace(keeps=list(bv.KEEPS), repeats=args.repeats, samples=64 if args.quick else 1024,
+                           tokens=8 if args.quick else 128, quick=args.quick)
+    rows = bv.run_vision(a)
+    text = bv.section(rows, a)
+    return ("**Smoke run (`--quick`): not a result.**\n\n" + text) if args.quick else text
 
 
 # ----------------------------------------------------------------------------------------- the page

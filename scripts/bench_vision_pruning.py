@@ -36,7 +36,7 @@ from genprof.workloads.llava import Sparsity
 
 KEEPS = (1.0, 0.5, 0.2, 0.1)
 LAYER = 2
-DOC = Path(__file__).resolve().parent.parent / "docs" / "pruning-vision.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "pruning.md"  # its `vision` section
 PUBLISHED = ("Dynamic-LLaVA (LLaVA-1.5-7B, learned predictors, 20% of image tokens kept from layer 2): about 75% "
              "less prefill compute; about 50% less decode compute without a KV cache; about 50% less GPU memory "
              "when decoding with a KV cache; negligible loss on the benchmarks.")
@@ -71,8 +71,6 @@ def counted(size: str, device: str, keeps: tuple[float, ...], tokens: int, out: 
 
 def ttft(keeps: tuple[float, ...], repeats: int, tokens: int) -> dict[float, float]:
     """Median time to first token at `small` (vision + prefill), keep rates alternating, one thread."""
-    from genprof.workloads.base import NullPhases
-
     torch.set_num_threads(1)
     builts = {keep: genprof.build(genprof.make_spec("llava", size="small", tokens=tokens,
                                                     optimizations=_opts(keep))) for keep in keeps}
@@ -141,7 +139,8 @@ def run_vision(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def write_doc(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def section(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The `vision` section of docs/pruning.md."""
     head = ("| keep | image tokens kept (paper) | prefill FLOPs, paper (meta) | vs unpruned | TTFT FLOPs vs unpruned "
             "| prefill FLOPs vs unpruned, small | TTFT small (s) | speedup | KV entries vs unpruned "
             "(+ text-prune 0.5) | accuracy | first-token agreement | KL first token |\n"
@@ -152,7 +151,7 @@ def write_doc(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"{r['small_prefill_flops_vs_unpruned']:.3f} | {r['small_ttft_s']:.4f} | {r['small_ttft_speedup']:.2f}x | "
         f"{r['paper_kv_fraction']:.3f} ({r['paper_kv_fraction_text_prune_0.5']:.3f}) | {r['accuracy']:.3f} | "
         f"{r['first_token_agreement']:.3f} | {r['kl_first_token']:.4f} |\n" for r in rows)
-    text = f"""# Vision-context sparsification on LLaVA (`--opt vision-prune`, `--opt text-prune`)
+    return f"""## Vision-context sparsification on LLaVA (`--opt vision-prune`, `--opt text-prune`)
 
 Measured by `python scripts/bench_vision_pruning.py` ({args.repeats} timed repeats per keep rate, alternating,
 one torch thread; quality on {args.samples} held-out samples of the visual retrieval task; KV entries after
@@ -171,7 +170,6 @@ Our selector is a score (attention received from the last prompt token), not Dyn
 predictors; the quality columns are on a tiny model trained on a synthetic task, not on LLaVA benchmarks.
 Environment: {torch.__version__}, {time.strftime('%Y-%m-%d')}.
 """
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -189,8 +187,10 @@ def main() -> None:
     rows = run_vision(args)
     print(json.dumps(rows, indent=1))
     if not args.quick:
-        write_doc(rows, args)
-        print(f"wrote {DOC}")
+        from bench_pruning import write_section
+
+        write_section("vision", section(rows, args))
+        print(f"wrote the vision section of {DOC}")
 
 
 if __name__ == "__main__":

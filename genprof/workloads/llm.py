@@ -28,13 +28,13 @@ from genprof.workloads.registry import register
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(config=dict(vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=4),
-                 prompt_len=32, tokens=8, task="random", pairs=128),
+                 prompt_len=32, tokens=8, task="random", pairs=64),
     "small": dict(config=dict(vocab_size=8192, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
                               num_attention_heads=8, num_key_value_heads=8),
-                  prompt_len=256, tokens=32, task="random", pairs=128),
+                  prompt_len=256, tokens=32, task="random", pairs=64),
     "paper": dict(config=dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                               num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),
-                  prompt_len=512, tokens=128, task="random", pairs=128),  # Llama-2-7B
+                  prompt_len=512, tokens=128, task="random", pairs=64),  # Llama-2-7B
 }
 
 

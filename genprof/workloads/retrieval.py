@@ -4,7 +4,7 @@ A prompt is `k1 v1 k2 v2 ... kN vN SEP kq` and its answer is `vq`, the value
 that followed `kq` in the prompt. Keys and values come from disjoint
 vocabularies (keys: ids 1..KEYS, values: KEYS+1..KEYS+VALUES, SEP = 0); the N
 keys of one prompt are distinct, values are drawn with replacement. With the
-default 128 pairs a prompt is 258 tokens, nearly all of them distractors: a
+default 64 pairs a prompt is 130 tokens, nearly all of them distractors: a
 model whose attention finds the one pair that matters. It serves as the quality
 check of lossy optimizations (token pruning), where random weights would give
 meaningless quality numbers.
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 SEP = 0
-KEYS = 256
+KEYS = 64
 VALUES = 64
 VOCAB = 1 + KEYS + VALUES
-N_PAIRS = 128  # default pairs per prompt: 2 * 128 + 2 = 258 tokens
+N_PAIRS = 64  # default pairs per prompt: 2 * 64 + 2 = 130 tokens
 EVAL_N, EVAL_SEED = 200, 1234  # the fixed eval set
 RETRIEVAL_WEIGHTS = str(Path(__file__).resolve().parent.parent / "assets" / "retrieval-llama")
 
