@@ -21,12 +21,13 @@ profiler/bare. Analysis cost is reported beside: genprof's op table against
 torch's `key_averages(group_by_input_shape=True)` on the profile of the same
 round.
 
-    python scripts/bench_overhead.py --threads 1 --rounds 7            # writes docs/benchmarks.md section
+    python scripts/bench_overhead.py --threads 1 --rounds 15           # writes docs/benchmarks.md section
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -47,43 +48,58 @@ from genprof.workloads.base import NullPhases  # noqa: E402
 CONDITIONS = ("bare", "timing", "profiler", "trace")
 
 
-def bare(built, device) -> float:
+class Clock:
+    """Wall time and process CPU time (all threads) of a block; CPU time leaves out time the VM was not
+    running us (other tenants, steal), which dominates the noise on a shared machine."""
+
+    def __enter__(self) -> "Clock":
+        gc.collect()
+        self.w0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
+
+
+def bare(built, device) -> Clock:
     synchronize(device)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        built.infer(NullPhases())
-    synchronize(device)
-    return time.perf_counter() - t0
+    with Clock() as c:
+        with torch.inference_mode():
+            built.infer(NullPhases())
+        synchronize(device)
+    return c
 
 
-def timing(built, device) -> float:
-    t0 = time.perf_counter()
-    session.measure_timing(built, device, repeats=1, warmup=0)
-    return time.perf_counter() - t0
+def timing(built, device) -> Clock:
+    with Clock() as c:
+        session.measure_timing(built, device, repeats=1, warmup=0)
+    return c
 
 
-def profiler_alone(built, device) -> tuple[float, float, int]:
+def profiler_alone(built, device) -> tuple[Clock, float, int]:
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
     prof = torch.profiler.profile(activities=acts, record_shapes=True)
-    t0 = time.perf_counter()
-    with session._quiet_stderr():
-        prof.start()
-    with torch.inference_mode():
-        built.infer(NullPhases())
-    synchronize(device)
-    with session._quiet_stderr():
-        prof.stop()
-    collect = time.perf_counter() - t0
+    with Clock() as c:
+        with session._quiet_stderr():
+            prof.start()
+        with torch.inference_mode():
+            built.infer(NullPhases())
+        synchronize(device)
+        with session._quiet_stderr():
+            prof.stop()
     t0 = time.perf_counter()
     prof.key_averages(group_by_input_shape=True)
-    return collect, time.perf_counter() - t0, len(prof.profiler.kineto_results.events())
+    return c, time.perf_counter() - t0, len(prof.profiler.kineto_results.events())
 
 
-def trace(built, device) -> tuple[float, float, int]:
+def trace(built, device) -> tuple[Clock, float, int]:
+    gc.collect()
     m = session.measure_trace(built, device, repeats=1, warmup=0, run={})
-    return m.profiler["collect_s"], m.profiler["analyze_s"], m.profiler["events"]
+    c = Clock()
+    c.wall, c.cpu = m.profiler["collect_s"], m.profiler["collect_cpu_s"]
+    return c, m.profiler["analyze_s"], m.profiler["events"]
 
 
 def bench(workload: str, size: str, rounds: int, warmup: int, device: torch.device, extra: dict) -> dict:
@@ -92,56 +108,63 @@ def bench(workload: str, size: str, rounds: int, warmup: int, device: torch.devi
     for _ in range(warmup):
         bare(built, device)
     samples: dict[str, list[float]] = {c: [] for c in CONDITIONS}
+    cpu: dict[str, list[float]] = {c: [] for c in CONDITIONS}
     analysis = {"genprof_s": [], "key_averages_s": [], "trace_events": [], "profiler_events": []}
     for r in range(rounds):
         order = CONDITIONS[r % 4:] + CONDITIONS[:r % 4]
         for c in order:
             if c == "bare":
-                samples[c].append(bare(built, device))
+                clock = bare(built, device)
             elif c == "timing":
-                samples[c].append(timing(built, device))
+                clock = timing(built, device)
             elif c == "profiler":
-                collect, ka, n = profiler_alone(built, device)
-                samples[c].append(collect)
+                clock, ka, n = profiler_alone(built, device)
                 analysis["key_averages_s"].append(ka)
                 analysis["profiler_events"].append(n)
             else:
-                collect, an, n = trace(built, device)
-                samples[c].append(collect)
+                clock, an, n = trace(built, device)
                 analysis["genprof_s"].append(an)
                 analysis["trace_events"].append(n)
+            samples[c].append(clock.wall)
+            cpu[c].append(clock.cpu)
         print(f"  {workload} round {r + 1}/{rounds}: " +
               ", ".join(f"{c} {samples[c][-1]:.3f}s" for c in CONDITIONS), flush=True)
-    s = {c: np.asarray(v) for c, v in samples.items()}
-    ratios = {"timing/bare": s["timing"] / s["bare"], "trace/profiler": s["trace"] / s["profiler"],
-              "profiler/bare": s["profiler"] / s["bare"], "trace/bare": s["trace"] / s["bare"]}
+    def ratios(t: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+        s = {c: np.asarray(v) for c, v in t.items()}
+        r = {"timing/bare": s["timing"] / s["bare"], "trace/profiler": s["trace"] / s["profiler"],
+             "profiler/bare": s["profiler"] / s["bare"], "trace/bare": s["trace"] / s["bare"]}
+        return {k: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)),
+                    "p90": float(np.percentile(v, 90))} for k, v in r.items()}
+
     return {
         "workload": workload, "size": size, "rounds": rounds,
-        "median_s": {c: float(np.median(v)) for c, v in s.items()},
-        "ratios": {k: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)),
-                       "p90": float(np.percentile(v, 90))} for k, v in ratios.items()},
+        "median_s": {c: float(np.median(v)) for c, v in samples.items()},
+        "median_cpu_s": {c: float(np.median(v)) for c, v in cpu.items()},
+        "ratios": ratios(samples), "cpu_ratios": ratios(cpu),
         "analysis": {k: float(np.median(v)) for k, v in analysis.items()},
     }
 
 
 def to_markdown(results: list[dict], env: dict, command: str) -> str:
     lines = [
-        "| workload | size | bare s | timing / bare | profiler / bare | trace / profiler | trace / bare "
+        "| workload | size | clock | bare s | timing / bare | profiler / bare | trace / profiler | trace / bare "
         "| events (trace) | op table s | key_averages s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def r(x: dict) -> str:
         return f"{x['median']:.3f} ({x['p10']:.3f}-{x['p90']:.3f})"
 
     for res in results:
-        q, a = res["ratios"], res["analysis"]
-        lines.append(f"| {res['workload']} | {res['size']} | {res['median_s']['bare']:.3f} | {r(q['timing/bare'])} "
-                     f"| {r(q['profiler/bare'])} | {r(q['trace/profiler'])} | {r(q['trace/bare'])} "
-                     f"| {int(a['trace_events']):,} | {a['genprof_s']:.3f} | {a['key_averages_s']:.3f} |")
+        a = res["analysis"]
+        for clock, q, med in (("wall", res["ratios"], res["median_s"]), ("CPU", res["cpu_ratios"], res["median_cpu_s"])):
+            lines.append(f"| {res['workload']} | {res['size']} | {clock} | {med['bare']:.3f} | {r(q['timing/bare'])} "
+                         f"| {r(q['profiler/bare'])} | {r(q['trace/profiler'])} | {r(q['trace/bare'])} "
+                         f"| {int(a['trace_events']):,} | {a['genprof_s']:.3f} | {a['key_averages_s']:.3f} |")
     return "\n".join([
         f"Measured {env['date']} on {env['machine']}, torch {env['torch']}, {env['threads']} thread(s); "
-        f"median of {results[0]['rounds']} paired rounds (p10-p90 in brackets).", "",
+        f"median of {results[0]['rounds']} paired rounds (p10-p90 in brackets). Wall: perf_counter; CPU: "
+        "process CPU time of all threads (leaves out time the VM did not run us).", "",
         f"    {command}", "", *lines, ""])
 
 
@@ -149,7 +172,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="stable-diffusion,llm")
     ap.add_argument("--size", default="small")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")

@@ -92,7 +92,7 @@ def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
     output = None
     prof = torch.profiler.profile(activities=activities, record_shapes=True)
     with MemoryMonitor(device) as mem, scopes.ModuleScopes(built.parts) as modules:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with _quiet_stderr():
             prof.start()
         try:
@@ -105,13 +105,14 @@ def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
         finally:
             with _quiet_stderr():
                 prof.stop()
-        collect_s = time.perf_counter() - t0
+        collect_s, collect_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     if progress:
         progress("building the op table")
     t0 = time.perf_counter()
     ev = events.from_profile(prof)
     ops, times = optable.build(ev, modules.types, modules.attention_kinds, run)
-    stats = {"events": len(ev) + len(ev.kernel_ns), "collect_s": collect_s, "analyze_s": time.perf_counter() - t0}
+    stats = {"events": len(ev) + len(ev.kernel_ns), "collect_s": collect_s, "collect_cpu_s": collect_cpu_s,
+             "analyze_s": time.perf_counter() - t0}
     trace_file = None
     if trace_to is not None:
         trace_file = _export_trace(prof, trace_to)
