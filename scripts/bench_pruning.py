@@ -184,7 +184,7 @@ median of {args.repeats} alternating runs; unpruned = the transformers forward,
 {base_t / d['keep=1.0']:.2f}x. FLOPs: counted by genprof (trace mode, op table,
 prefill phase) relative to the unpruned run's {base_f / 1e9:.2f} GFLOP, and the
 engine's own estimate. Quality: the trained retrieval model
-(genprof/assets/retrieval-llama, {n} prompts of 128 key/value pairs, 258 tokens;
+(genprof/assets/retrieval-llama, {n} prompts of {R.N_PAIRS} key/value pairs, {2 * R.N_PAIRS + 2} tokens;
 unpruned accuracy {acc0 * 100:.1f}%), greedy; agreement = teacher-forced
 next-token agreement with the unpruned model over the first token and 4
 decoded ones; KL = KL(unpruned || pruned) of the first-token distribution.
