@@ -202,7 +202,7 @@ Per workload and family:
 
 ## Projected operator-family breakdown at {args.paper_size} size (bfloat16, batch 1)
 
-Counted on the meta device (1 step or 2 tokens, extended to the full run: equal steps for
+Counted on the meta device (1 step or 3 tokens, extended to the full run: equal steps for
 diffusion and MaskGIT, linear growth for decode), share of projected time per family.
 
 {fam_tables}

@@ -130,3 +130,24 @@ def test_cli_paper_quick_writes_the_headline_table_and_report(tmp_path, capsys, 
     assert "LLM prefill compute-bound" in text
     html = (out / "paper.html").read_text()
     assert 'id="table-headline"' in html and 'id="fig-roofline"' in html
+
+
+def test_step_weights_keep_a_different_first_step_out_of_the_line():
+    """Decode counted on 3 tokens: step 0 does extra work once (e.g. cross-attention K/V); steps 1.. grow by
+    a constant per step. The weights must sum to the exact full-run total, not extrapolate step 0's extra."""
+    import pandas as pd
+
+    from genprof.roofline.project import step_weights
+
+    n = 1024
+    cost = {0: 50.0, 1: 10.0, 2: 10.5}  # step s >= 1: 10 + 0.5 (s - 1)
+    proj = pd.DataFrame({"phase": "decode", "step": [0, 1, 2], "time_s": [cost[0], cost[1], cost[2]]})
+    w = step_weights(proj, {"decode": n})
+    want = cost[0] + sum(10.0 + 0.5 * (s - 1) for s in range(1, n))
+    assert (w * proj["time_s"]).sum() == pytest.approx(want)
+    # every step counted: weights are 1
+    full = pd.DataFrame({"phase": "decode", "step": [0, 1, 2], "time_s": [1.0, 2.0, 3.0]})
+    assert (step_weights(full, {"decode": 3}) == 1.0).all()
+    # one counted step (equal diffusion steps): n times it
+    one = pd.DataFrame({"phase": "denoise", "step": [0], "time_s": [2.0]})
+    assert (step_weights(one, {"denoise": 50}) * one["time_s"]).sum() == pytest.approx(100.0)

@@ -229,9 +229,17 @@ def _op_overhead(seconds: float, calls: int = 2000) -> tuple[float, float]:
         for _ in range(calls):
             torch.add(a, b)
 
+    from genprof.profiler.session import _quiet_stderr
+
     plain = _timed(loop, seconds) / calls
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
+    with _quiet_stderr():
+        prof.start()
+    try:
         loop()
+    finally:
+        with _quiet_stderr():
+            prof.stop()
     evs = [e for e in prof.events() if e.name == "aten::add"]
     traced = sum(e.cpu_time_total for e in evs) / 1e6 / max(len(evs), 1)
     return plain, traced

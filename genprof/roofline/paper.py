@@ -53,7 +53,7 @@ def full_counts(workload: str, size: str, ops: pd.DataFrame) -> dict[str, int]:
 
 def count_suite(out: str | Path, size: str = "paper", names: Sequence[str] | None = None, dtype: str = "bfloat16",
                 on_start: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Count each workload on the meta device with 1 step (diffusion, MaskGIT) or 2 tokens (decode).
+    """Count each workload on the meta device with 1 step (diffusion, MaskGIT) or 3 tokens (decode).
 
     Returns workload -> {"path", "ops", "meta", "counts" (full steps per phase)}; a failed count is
     recorded with its reason.
@@ -65,7 +65,7 @@ def count_suite(out: str | Path, size: str = "paper", names: Sequence[str] | Non
         if on_start:
             on_start(name)
         wl = workloads.get(name)
-        kw = {"steps": 1} if wl.counted_by == "steps" else {"tokens": 2}
+        kw = {"steps": 1} if wl.counted_by == "steps" else {"tokens": 3}  # see project.step_weights
         res = api.run(api.make_spec(name, size=size, device="meta", dtype=dtype, repeats=1, warmup=0, **kw), out=out)
         if not res.ok:
             result[name] = {"path": res.path, "error": res.meta.get("reason", "failed")}

@@ -139,21 +139,31 @@ def step_weights(proj: pd.DataFrame, counts: dict[str, int]) -> pd.Series:
     Per phase, the counted steps 0..k-1 are fitted by a straight line in the step
     index (least squares: k = 1 is a constant, diffusion steps have equal shapes;
     decode grows linearly with the KV length) and the line is summed over 0..n-1.
+    With k >= 3 the first step keeps weight 1 and the line goes through the
+    others only, summed over 1..n-1: a first decode step often does work the
+    later ones skip (cross-attention keys/values computed once, cache set-up),
+    and a line through it would extrapolate that difference over n^2/2 steps.
     The sum is linear in the counted values, so each row gets a weight; rows
-    outside steps (step -1) keep weight 1. Use weights on sums only: with k >= 2
-    single rows can have negative weights.
+    outside steps (step -1) keep weight 1, and so does every row when all n
+    steps were counted. Use weights on sums only: single rows can have negative weights.
     """
     w = pd.Series(1.0, index=proj.index)
     for phase, n in counts.items():
         sel = (proj["phase"] == phase) & (proj["step"] >= 0)
         steps = np.sort(proj.loc[sel, "step"].unique())
         k = len(steps)
-        if k == 0 or n <= 0:
+        if k == 0 or n <= 0 or (k == n and steps[-1] == n - 1):
             continue
-        xbar = steps.mean()
-        sxx = float(((steps - xbar) ** 2).sum())
-        slope_total = n * (n - 1) / 2 - n * xbar
-        per_step = {s: n / k + ((s - xbar) / sxx * slope_total if sxx > 0 else 0.0) for s in steps}
+        first = steps[0] if k >= 3 else None
+        fit = steps[1:] if first is not None else steps
+        start = 1 if first is not None else 0
+        m, kf = n - start, len(fit)
+        xbar = fit.mean()
+        sxx = float(((fit - xbar) ** 2).sum())
+        slope_total = (start + n - 1) * m / 2 - m * xbar
+        per_step = {s: m / kf + ((s - xbar) / sxx * slope_total if sxx > 0 else 0.0) for s in fit}
+        if first is not None:
+            per_step[first] = 1.0
         w[sel] = proj.loc[sel, "step"].map(per_step).astype(float)
     return w
 
