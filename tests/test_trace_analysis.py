@@ -220,5 +220,6 @@ def test_peak_memory_mark_nests():
             with_b = rss().rss
             del b
     assert outer.result()["rss_peak_method"] == "VmHWM"
-    assert outer.peak_rss >= with_a  # the inner reset did not hide the outer peak
-    assert with_b <= inner.peak_rss < with_a  # the inner one saw its own peak, not the outer one's
+    slack = 4 << 20  # the kernel batches RSS counters per thread (up to a few hundred kB off)
+    assert outer.peak_rss >= with_a - slack  # the inner reset did not hide the outer peak
+    assert with_b - slack <= inner.peak_rss < with_a - 50e6  # the inner one saw its own peak, not the outer one's
