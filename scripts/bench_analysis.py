@@ -24,6 +24,7 @@ From the live profile (the profiler object of the same run, in this process):
 - torch: `profile.key_averages(group_by_input_shape=True)` (builds a Python
   FunctionEvent per event, links the tree, then groups by name and shapes).
 
+    pip install -e '.[bench]'
     python scripts/bench_analysis.py --tokens 2000 --repeats 3     # writes docs/benchmarks.md section
 """
 
