@@ -142,6 +142,40 @@ class Workload(abc.ABC):
                 "phases": list(self.phases), "sizes": list(self.presets)}
 
 
+def load_subfolders(path: str, dtype: torch.dtype, parts: dict[str, Any]) -> dict[str, torch.nn.Module]:
+    """Model parts from the sub-folders of a save_pretrained directory (safetensors).
+
+    `parts` maps a part name (= its sub-folder) to a transformers or diffusers
+    class, or to (class, extra from_pretrained kwargs). transformers takes the
+    dtype as `dtype=`, diffusers as `torch_dtype=`.
+    """
+    import os
+
+    require_weights_dir(path, *parts)
+    out = {}
+    for name, entry in parts.items():
+        cls, extra = entry if isinstance(entry, tuple) else (entry, {})
+        key = "dtype" if cls.__module__.startswith("transformers") else "torch_dtype"
+        out[name] = cls.from_pretrained(os.path.join(path, name), **{key: dtype}, **extra)
+    return out
+
+
+def clip_text_config(cfg: dict[str, Any]) -> Any:
+    """A CLIP text encoder config: 77 positions and the CLIP tokenizer's special ids, then the preset's values."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(**{"max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 2, **cfg})
+
+
+def autoencoder_kl(vae: dict[str, Any], latent: int, **extra: Any) -> torch.nn.Module:
+    """The Stable Diffusion family's VAE (4 latent channels) for a latent of `latent`^2, from a preset's widths."""
+    from diffusers import AutoencoderKL
+
+    n = len(vae["block_out_channels"])
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * n,
+                         up_block_types=("UpDecoderBlock2D",) * n, sample_size=latent * 2 ** (n - 1), **extra, **vae)
+
+
 def require_weights_dir(path: str, *subdirs: str) -> None:
     """Fail with one clear line when a weights directory lacks what a workload needs."""
     import os

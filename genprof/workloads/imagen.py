@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
-                                    torch_dtype)
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, torch_dtype
 from genprof.workloads.registry import register
 
 # What every IF UNet shares (diffusers' convert_if.py and the IF-I / IF-II configs).
@@ -110,12 +109,8 @@ def load_parts(path: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     from diffusers import UNet2DConditionModel
     from transformers import T5EncoderModel
 
-    require_weights_dir(path, "text_encoder", "unet", "sr_unet")
-    return {
-        "text_encoder": T5EncoderModel.from_pretrained(os.path.join(path, "text_encoder"), dtype=dtype),
-        "unet": UNet2DConditionModel.from_pretrained(os.path.join(path, "unet"), torch_dtype=dtype),
-        "sr_unet": UNet2DConditionModel.from_pretrained(os.path.join(path, "sr_unet"), torch_dtype=dtype),
-    }
+    return load_subfolders(path, dtype, {"text_encoder": T5EncoderModel, "unet": UNet2DConditionModel,
+                                         "sr_unet": UNet2DConditionModel})
 
 
 def schedulers(weights: str | None) -> tuple[Any, Any, Any]:

@@ -26,8 +26,7 @@ from typing import Any
 import torch
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
-                                    torch_dtype)
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, torch_dtype
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -88,12 +87,8 @@ def load_parts(path: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     from diffusers import UVit2DModel, VQModel
     from transformers import CLIPTextModelWithProjection
 
-    require_weights_dir(path, "text_encoder", "transformer", "vqvae")
-    return {
-        "text_encoder": CLIPTextModelWithProjection.from_pretrained(os.path.join(path, "text_encoder"), dtype=dtype),
-        "transformer": UVit2DModel.from_pretrained(os.path.join(path, "transformer"), torch_dtype=dtype),
-        "vqvae": VQModel.from_pretrained(os.path.join(path, "vqvae"), torch_dtype=dtype),
-    }
+    return load_subfolders(path, dtype, {"text_encoder": CLIPTextModelWithProjection, "transformer": UVit2DModel,
+                                         "vqvae": VQModel})
 
 
 def mask_schedule(tokens: int, steps: int) -> list[int]:

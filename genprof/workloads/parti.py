@@ -22,14 +22,13 @@ Not here: reranking of several samples, the 256->1024 super-resolution stage.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, make_parts, require_weights_dir
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts
 from genprof.workloads.llm import _cache_kwarg
 from genprof.workloads.registry import register
 
@@ -74,10 +73,8 @@ def load_parts(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa")
     from diffusers import VQModel
     from transformers import T5ForConditionalGeneration
 
-    require_weights_dir(path, "model", "vqvae")
-    return {"model": T5ForConditionalGeneration.from_pretrained(os.path.join(path, "model"), dtype=dtype,
-                                                                attn_implementation=attn_implementation),
-            "vqvae": VQModel.from_pretrained(os.path.join(path, "vqvae"), torch_dtype=dtype)}
+    return load_subfolders(path, dtype, {"model": (T5ForConditionalGeneration, {"attn_implementation": attn_implementation}),
+                                         "vqvae": VQModel})
 
 
 def new_cache(model: torch.nn.Module) -> Any:

@@ -26,13 +26,12 @@ from typing import Any
 import torch
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
-                                    torch_dtype)
+from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
+                                    load_subfolders, make_parts, torch_dtype)
 from genprof.workloads.registry import register
 
 SDXL_BLOCKS = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
-CLIP = dict(max_position_embeddings=77, bos_token_id=0, eos_token_id=2)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
@@ -76,11 +75,11 @@ def build_parts(p: dict[str, Any]) -> dict[str, torch.nn.Module]:
     The UNet's cross-attention width is the two encoders' widths together, and
     its added-condition input is the pooled projection plus 6 time ids.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    text = CLIPTextModel(CLIPTextConfig(**{**CLIP, **p["text"]}))
-    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**{**CLIP, **p["text_2"]}))
+    text = CLIPTextModel(clip_text_config(p["text"]))
+    text_2 = CLIPTextModelWithProjection(clip_text_config(p["text_2"]))
     u = p["unet"]
     unet = UNet2DConditionModel(
         sample_size=p["latent"], in_channels=4, out_channels=4, use_linear_projection=True,
@@ -88,11 +87,7 @@ def build_parts(p: dict[str, Any]) -> dict[str, torch.nn.Module]:
         addition_embed_type="text_time",
         projection_class_embeddings_input_dim=p["text_2"]["projection_dim"] + 6 * u["addition_time_embed_dim"],
         **u)
-    nvae = len(p["vae"]["block_out_channels"])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * nvae,
-                        up_block_types=("UpDecoderBlock2D",) * nvae,
-                        sample_size=p["latent"] * 2 ** (nvae - 1), scaling_factor=VAE_SCALING, **p["vae"])
+    vae = autoencoder_kl(p["vae"], p["latent"], scaling_factor=VAE_SCALING)
     return {"text_encoder": text, "text_encoder_2": text_2, "unet": unet, "vae": vae}
 
 
@@ -101,14 +96,8 @@ def load_parts(path: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    require_weights_dir(path, "unet", "text_encoder", "text_encoder_2", "vae")
-    return {
-        "text_encoder": CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder"), dtype=dtype),
-        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(os.path.join(path, "text_encoder_2"),
-                                                                      dtype=dtype),
-        "unet": UNet2DConditionModel.from_pretrained(os.path.join(path, "unet"), torch_dtype=dtype),
-        "vae": AutoencoderKL.from_pretrained(os.path.join(path, "vae"), torch_dtype=dtype),
-    }
+    return load_subfolders(path, dtype, {"text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection,
+                                         "unet": UNet2DConditionModel, "vae": AutoencoderKL})
 
 
 def make_scheduler(weights: str | None) -> Any:

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
-                                    torch_dtype)
+from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
+                                    load_subfolders, make_parts, torch_dtype)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -56,16 +56,12 @@ VAE_SCALING = 0.18215
 
 def build_parts(p: dict[str, Any]) -> dict[str, torch.nn.Module]:
     """Text encoder, UNet and VAE from the preset's configs, random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
 
-    text = CLIPTextModel(CLIPTextConfig(**{"max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 2, **p["text"]}))
+    text = CLIPTextModel(clip_text_config(p["text"]))
     unet = UNet2DConditionModel(sample_size=p["latent"], in_channels=4, out_channels=4, **p["unet"])
-    nvae = len(p["vae"]["block_out_channels"])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * nvae,
-                        up_block_types=("UpDecoderBlock2D",) * nvae,
-                        sample_size=p["latent"] * 2 ** (nvae - 1), **p["vae"])
+    vae = autoencoder_kl(p["vae"], p["latent"])
     return {"text_encoder": text, "unet": unet, "vae": vae}
 
 
@@ -74,12 +70,8 @@ def load_parts(path: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    require_weights_dir(path, "unet", "text_encoder", "vae")
-    return {
-        "text_encoder": CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder"), dtype=dtype),
-        "unet": UNet2DConditionModel.from_pretrained(os.path.join(path, "unet"), torch_dtype=dtype),
-        "vae": AutoencoderKL.from_pretrained(os.path.join(path, "vae"), torch_dtype=dtype),
-    }
+    return load_subfolders(path, dtype, {"text_encoder": CLIPTextModel, "unet": UNet2DConditionModel,
+                                         "vae": AutoencoderKL})
 
 
 @register
