@@ -47,26 +47,23 @@ sys.path.insert(0, str(ROOT))
 
 
 def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    import psutil
+
+    return psutil.Process().memory_info().rss
 
 
 def peak_bytes() -> int:
-    """Peak RSS since the last reset_peak() (VmHWM on Linux), else since the process started."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS since the last reset_peak() (the kernel's VmHWM), else since the process started."""
+    from genprof.profiler.memory import read_hwm
+
+    return read_hwm() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def reset_peak() -> int:
     """Reset the peak-RSS mark to the current RSS (Linux); return the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    from genprof.profiler.memory import reset_hwm
+
+    reset_hwm()
     return rss_bytes()
 
 
@@ -226,8 +223,7 @@ def main() -> None:
         res = worker_genprof(args.trace) if args.worker == "genprof" else worker_hta(args.trace)
         print(json.dumps(res))
         return
-    import torch
-
+    load_before = os.getloadavg()[0]  # before this script loads the machine itself
     args.workdir.mkdir(parents=True, exist_ok=True)
     trace = args.workdir / "rank0.json.gz"  # HTA reads every trace file of a directory
     print(f"profiling llm tiny, {args.tokens} tokens ...", flush=True)
@@ -249,13 +245,15 @@ def main() -> None:
 
     from importlib.metadata import version
 
+    from genprof import store
+
     res = {
         "tokens": args.tokens, "repeats": args.repeats, "trace": info,
         "file": {k: med(v) for k, v in file_res.items()}, "live": live_res or {},
-        "environment": {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+        "environment": {**store.environment("cpu"), "date": time.strftime("%Y-%m-%d"),
                         "hta": version("holistictraceanalysis"),
                         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                        "load_before": os.getloadavg()[0]},
+                        "load_before": load_before},
         "command": "python scripts/bench_analysis.py " + " ".join(sys.argv[1:]),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -6,13 +6,13 @@ from round to round (so drift and cache state hit every condition alike):
 
 - bare: `built.infer` with no genprof and no profiler, timed with perf_counter.
 - timing: genprof's timing mode (`measure_timing`, one repeat, no warm-up):
-  its phase/step timer marks and its memory sampler; wall time of the call.
+  its phase/step timer marks and its peak-memory mark; wall time of the call.
 - profiler: torch.profiler alone with the options trace mode uses (CPU
   activity, record_shapes=True; CUDA activity on a GPU), around one
   inference: wall time from start() to stop().
 - trace: genprof's trace mode (`measure_trace`, one repeat, no warm-up): the
   same profiler plus genprof's phase/step/repeat ranges, one range per module
-  call, and the memory sampler; wall time of the profiled region (collect),
+  call, and the peak-memory mark; wall time of the profiled region (collect),
   and separately the time to build the op table from it (analyze).
 
 Ratios are per round (paired), then the median and p10-p90 over rounds:
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import json
 import platform
 import sys
@@ -40,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from genprof import api  # noqa: E402
+from genprof import api, store  # noqa: E402
 from genprof.profiler import session  # noqa: E402
 from genprof.profiler.timers import synchronize  # noqa: E402
 from genprof.workloads.base import NullPhases  # noqa: E402
@@ -186,13 +187,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     api._quiet_libraries()
     device = torch.device(args.device)
+    load_before = os.getloadavg()[0]  # before this script loads the machine itself
     results = []
     for w in args.workloads.split(","):
         extra = {"steps": args.steps} if args.steps and w != "llm" else {}
         results.append(bench(w, args.size, args.rounds, args.warmup, device, extra))
-    env = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-           f"{torch.get_num_threads()} of {__import__('os').cpu_count()} cores", "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "load_before": __import__("os").getloadavg()[0]}
+    env = {**store.environment(args.device), "date": time.strftime("%Y-%m-%d"),
+           "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} of {os.cpu_count()} cores",
+           "threads": torch.get_num_threads(), "load_before": load_before}
     command = "python scripts/bench_overhead.py " + " ".join(sys.argv[1:])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"environment": env, "command": command, "results": results}, indent=2))

@@ -102,13 +102,6 @@ def from_profile(prof: Any) -> list[Node]:
     return nodes
 
 
-_KEY = ("repeat", "phase", "step", "module", "op", "input_shapes")
-
-
-def _is_cpu(e: Any) -> bool:
-    return getattr(e.device_type, "name", str(e.device_type)) == "CPU"
-
-
 def _context(e: Any, memo: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The (repeat, phase, step, module) a genprof range sits in, itself included."""
     key = id(e)
@@ -137,8 +130,6 @@ def build(events: Iterable[Any], module_types: dict[str, str], attention_kinds: 
     rows: dict[tuple, dict[str, Any]] = {}
     phase_times: list[dict[str, Any]] = []
     for e in events:
-        if not _is_cpu(e):
-            continue
         name = e.name
         parent = e.cpu_parent
         if name.startswith(scopes.PREFIX):

@@ -152,8 +152,7 @@ def _events_stream(path: Path):
     with _open_text(path) as f:
         buf = f.read(_BLOCK)
         eof = len(buf) < _BLOCK
-        head = buf.lstrip()
-        if head.startswith("["):
+        if buf.lstrip().startswith("["):
             pos = buf.index("[") + 1
         else:
             m = re.search(r'"traceEvents"\s*:\s*\[', buf)
@@ -217,10 +216,9 @@ def from_chrome_trace(path: str | Path) -> EventTable:
         else:
             types, conc = a.get("Input type", []), a.get("Concrete Inputs", [])
             key = (repr(dims), repr(types), repr(conc))
-            n_sigs = len(sigs.values)
-            sig.append(sigs(key))
-            if len(sigs.values) > n_sigs:
+            if key not in sigs.ids:
                 sig_args.append(_live_args(dims, types, conc))
+            sig.append(sigs(key))
     if not name_id:
         raise GenprofError(f"{path}: the trace holds no CPU events")
     sig_arr = np.frombuffer(sig, np.int64)
@@ -275,8 +273,9 @@ class Tree:
     `order[p]` is the event at sorted position p; every other array is indexed by
     sorted position: `parent` (-1: a root), `depth`, `levels[d]` (positions at
     depth d), `child_ns` (summed duration of the children), `device_ns` (kernel time
-    of the subtree), `launch_kernels` (position of a launch's parent -> names of
-    the kernels it launched, GPU traces only).
+    of the subtree). `launch_pos[i]` is the position of the CPU event that launched
+    kernel `kernel_idx[i]` (GPU traces only); `kernels_of(pos)` names the kernels
+    launched by the children of `pos` (built on first use: only fused attention rows ask).
     """
 
     order: np.ndarray
@@ -285,8 +284,20 @@ class Tree:
     levels: list[np.ndarray]
     child_ns: np.ndarray
     device_ns: np.ndarray
-    launch_kernels: dict[int, list[str]]
+    launch_pos: np.ndarray
+    kernel_idx: np.ndarray
+    kernel_names: list[str]
     _children: tuple[np.ndarray, np.ndarray] | None = None
+    _kernels: dict[int, list[str]] | None = None
+
+    def kernels_of(self, pos: int) -> list[str]:
+        if self._kernels is None:
+            self._kernels = {}
+            for lp, k in zip(self.launch_pos.tolist(), self.kernel_idx.tolist()):
+                p = int(self.parent[lp])
+                if p >= 0:
+                    self._kernels.setdefault(p, []).append(self.kernel_names[k])
+        return self._kernels.get(pos, [])
 
     def children(self, pos: int) -> np.ndarray:
         if self._children is None:
@@ -342,27 +353,21 @@ def tree(ev: EventTable) -> Tree:
     dur = end - start
     child_ns = np.bincount(parent[has], weights=dur[has], minlength=len(order)).astype(np.int64)
     device_ns = np.zeros(len(order), np.int64)
-    launch_kernels: dict[int, list[str]] = {}
-    if len(ev.kernel_corr):
+    launch_pos = np.zeros(0, np.int64)
+    kernel_idx = np.zeros(0, np.int64)
+    with_corr = np.flatnonzero(ev.corr != 0)
+    if len(ev.kernel_corr) and len(with_corr):
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
         # correlation id -> the first CPU event (in the source's order) that carries it
-        with_corr = np.flatnonzero(ev.corr != 0)
         corr_vals, first = np.unique(ev.corr[with_corr], return_index=True)
-        launch_of = with_corr[first]
-        k = np.searchsorted(corr_vals, ev.kernel_corr)
-        k = np.clip(k, 0, max(len(corr_vals) - 1, 0))
-        matched = (len(corr_vals) > 0) & (corr_vals[k] == ev.kernel_corr) if len(corr_vals) else \
-            np.zeros(len(ev.kernel_corr), bool)
-        launch_pos = inv[launch_of[k[matched]]]
-        device_ns += np.bincount(launch_pos, weights=ev.kernel_ns[matched], minlength=len(order)).astype(np.int64)
-        for lp, name in zip(launch_pos.tolist(), (n for n, m in zip(ev.kernel_name, matched) if m)):
-            p = int(parent[lp])
-            if p >= 0:
-                launch_kernels.setdefault(p, []).append(name)
+        k = np.minimum(np.searchsorted(corr_vals, ev.kernel_corr), len(corr_vals) - 1)
+        kernel_idx = np.flatnonzero(corr_vals[k] == ev.kernel_corr)
+        launch_pos = inv[with_corr[first][k[kernel_idx]]]
+        device_ns += np.bincount(launch_pos, weights=ev.kernel_ns[kernel_idx], minlength=len(order)).astype(np.int64)
         for lvl in reversed(levels[1:]):  # subtree sums, deepest level first
             np.add.at(device_ns, parent[lvl], device_ns[lvl])
-    return Tree(order, parent, depth, levels, child_ns, device_ns, launch_kernels)
+    return Tree(order, parent, depth, levels, child_ns, device_ns, launch_pos, kernel_idx, ev.kernel_name)
 
 
 def _depth(parent: np.ndarray) -> np.ndarray:

@@ -34,10 +34,11 @@ class MemoryMonitor:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start_device = torch.cuda.memory_allocated(self.device)
         self.start_rss = self.peak_rss = self._proc.memory_info().rss
-        hwm = _read_hwm()
-        for outer in _ACTIVE:  # nested monitors: a reset must not lose the outer ones' peak so far
-            outer.peak_rss = max(outer.peak_rss, hwm or 0)
-        self.method = "VmHWM" if _reset_hwm() else "sampled"
+        if _ACTIVE:  # nested monitors: a reset must not lose the outer ones' peak so far
+            hwm = read_hwm() or 0
+            for outer in _ACTIVE:
+                outer.peak_rss = max(outer.peak_rss, hwm)
+        self.method = "VmHWM" if reset_hwm() else "sampled"
         _ACTIVE.append(self)
         if self.method == "sampled":
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -56,7 +57,7 @@ class MemoryMonitor:
             self._thread.join()
         self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
         if self.method == "VmHWM":
-            self.peak_rss = max(self.peak_rss, _read_hwm() or 0)
+            self.peak_rss = max(self.peak_rss, read_hwm() or 0)
 
     def result(self) -> dict[str, float | str]:
         out: dict[str, float | str] = {
@@ -76,7 +77,8 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def _read_hwm() -> int | None:
+def read_hwm() -> int | None:
+    """The kernel's peak-RSS mark (VmHWM) in bytes; None where /proc does not give it."""
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -86,10 +88,10 @@ def _read_hwm() -> int | None:
     return None
 
 
-def _reset_hwm() -> bool:
+def reset_hwm() -> bool:
     """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False where refused."""
     try:
         _CLEAR_REFS.write_text("5")
     except OSError:
         return False
-    return _read_hwm() is not None
+    return read_hwm() is not None

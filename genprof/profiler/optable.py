@@ -121,7 +121,7 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
         "pos": rows, "repeat": ctx_repeat[rows].astype(np.int64), "phase": ctx_phase[rows],
         "step": ctx_step[rows].astype(np.int64), "module": ctx_module[rows], "op": op_names,
         "input_shapes": shapes, "over": over,
-        "self_time_s": np.where(over, self_ns[rows], self_ns[rows]) / 1e9,
+        "self_time_s": self_ns[rows] / 1e9,
         "total_time_s": np.where(over, self_ns[rows], dur[rows]) / 1e9,
         "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
     })
@@ -197,6 +197,5 @@ def _attention_kernel(pos: int, t: Tree, names: np.ndarray, name_id: np.ndarray)
         if nxt is None:
             break
         name, node = names[name_id[nxt]], nxt
-    device_kernels = list(t.launch_kernels.get(node, ())) or \
-        [k for c in t.children(node) for k in t.launch_kernels.get(int(c), ())]
+    device_kernels = t.kernels_of(node) or [k for c in t.children(node) for k in t.kernels_of(int(c))]
     return name + (f" | {device_kernels[0]}" if device_kernels else "")
