@@ -22,7 +22,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -130,18 +130,19 @@ def load_runs(root: str | os.PathLike, table: str = "ops") -> pd.DataFrame:
         raise GenprofError(f"unknown table {table!r}; valid: ops, phases, runs")
     frames: list[pd.DataFrame] = []
     records: list[dict[str, Any]] = []
+    name = OPS if table == "ops" else PHASES
     for d in run_dirs(root):
         try:
             meta = read_run(d)
             if table == "runs":
                 records.append(_run_record(meta, d))
                 continue
-            df = read_table(d, OPS if table == "ops" else PHASES)
+            df = read_table(d, name)
         except GenprofError as e:
             warnings.warn(f"skipped: {e}", stacklevel=2)
             continue
-        if df is None and meta["status"] == "ok" and (table == "phases" or meta.get("spec", {}).get("mode") == "trace"):
-            warnings.warn(f"skipped: {d / (OPS if table == 'ops' else PHASES)} is missing", stacklevel=2)
+        if df is None and meta["status"] == "ok" and name in expected_files(meta):
+            warnings.warn(f"skipped: {d / name} is missing", stacklevel=2)
             continue
         if df is None or df.empty:
             continue
@@ -168,6 +169,17 @@ def _run_record(meta: dict[str, Any], d: Path) -> dict[str, Any]:
         "total_median_s": total.get("median_s"), "total_stdev_s": total.get("stdev_s"),
         "repeats": total.get("n"), "created": meta.get("created"),
     }
+
+
+def expected_files(meta: Mapping[str, Any]) -> list[str]:
+    """The tables a complete successful run directory holds."""
+    spec = meta.get("spec") or {}
+    names = [PHASES]
+    if spec.get("mode") == "trace":
+        names.append(OPS)
+        if spec.get("record_trace"):
+            names.append(TRACE)
+    return names
 
 
 def environment(device: str) -> dict[str, Any]:

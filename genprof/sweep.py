@@ -75,7 +75,7 @@ def parse_opts(value: Any) -> tuple[OptSpec, ...]:
     if isinstance(value, str):
         if value.strip().lower() in ("", "baseline", "none"):
             return ()
-        items = [p for p in value.split("+")]
+        items = value.split("+")
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
@@ -286,20 +286,9 @@ def key_of_run(meta: Mapping[str, Any]) -> str | None:
         return None
 
 
-def expected_files(meta: Mapping[str, Any]) -> list[str]:
-    """The tables a complete successful run directory holds."""
-    spec = meta.get("spec") or {}
-    names = [store.PHASES]
-    if spec.get("mode") == "trace":
-        names.append(store.OPS)
-        if spec.get("record_trace"):
-            names.append(store.TRACE)
-    return names
-
-
 def check_complete(run_dir: Path, meta: Mapping[str, Any]) -> str | None:
     """None when a successful run directory is whole, else what is wrong (naming the file)."""
-    for name in expected_files(meta):
+    for name in store.expected_files(meta):
         p = run_dir / name
         if not p.is_file():
             return f"{p} is missing"

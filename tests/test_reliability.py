@@ -6,7 +6,6 @@ files (read by `load_runs`, `genprof report`, and a resuming sweep).
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import warnings
@@ -162,6 +161,10 @@ class RunCase:
     rerun: bool = True  # a resuming sweep does not count the run as done (and says why)
 
 
+def run_case(case_id: str) -> "RunCase":
+    return next(c for c in RUN_CASES if c.id == case_id)
+
+
 RUN_CASES = [
     RunCase("run.json-truncated", "run.json", _truncate),
     RunCase("run.json-empty", "run.json", lambda p: p.write_bytes(b"")),
@@ -242,7 +245,7 @@ def test_leftover_tmp_folder_is_invisible_and_removed_by_the_next_sweep(good_run
 
 
 def test_report_cli_on_a_damaged_store_names_the_file_and_exits_0(good_runs, tmp_path):
-    root, bad = _damaged(good_runs, tmp_path, RUN_CASES[0])
+    root, bad = _damaged(good_runs, tmp_path, run_case("run.json-truncated"))
     r = run_cli("report", str(root), "--out", str(tmp_path / "r.html"))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert f"{bad.name}/run.json" in (tmp_path / "r.html").read_text()
@@ -250,13 +253,13 @@ def test_report_cli_on_a_damaged_store_names_the_file_and_exits_0(good_runs, tmp
 
 def test_report_and_show_cli_on_a_missing_or_corrupt_path_is_one_line(good_runs, tmp_path):
     one_line_error(run_cli("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r.html")), "does not exist")
-    root, bad = _damaged(good_runs, tmp_path, RUN_CASES[8])  # ops.parquet truncated
+    root, bad = _damaged(good_runs, tmp_path, run_case("ops.parquet-truncated"))
     one_line_error(run_cli("show", str(bad)), "corrupt", "ops.parquet")
 
 
 def test_resume_reruns_a_damaged_run(good_runs, tmp_path):
     """A resuming sweep runs again a spec whose stored run is damaged (truncated op table)."""
-    root, bad = _damaged(good_runs, tmp_path, RUN_CASES[8])
+    root, bad = _damaged(good_runs, tmp_path, run_case("ops.parquet-truncated"))
     meta = store.read_run(good_runs[0])
     spec = genprof.RunSpec.from_dict(meta["spec"])
     res = sw.run_sweep([spec], root, report=False)
