@@ -11,8 +11,8 @@ For each keep rate (1.0 = the unpruned model, then 0.5, 0.2, 0.1 at layer 2):
 - quality on the model trained on the visual retrieval task
   (genprof/assets/retrieval-llava): task accuracy, next-token agreement and
   KL of the first-token distribution against the unpruned model.
-Writes docs/pruning-vision.md (with the published Dynamic-LLaVA numbers beside
-ours) and prints the rows as JSON.
+Writes the `vision` section of docs/pruning.md (with the published
+Dynamic-LLaVA numbers beside ours) and prints the rows as JSON.
 
     python scripts/bench_vision_pruning.py            # the full measurement (quiet machine, ~10 min)
     python scripts/bench_vision_pruning.py --quick    # smoke test: fewer repeats and samples, no doc
@@ -31,7 +31,8 @@ from typing import Any
 import torch
 
 import genprof
-from genprof.optimizations.vision_prune import compare
+from genprof.optimizations.vision_prune import compare, reference
+from genprof.workloads import visual_retrieval as vr
 from genprof.workloads.llava import Sparsity
 
 KEEPS = (1.0, 0.5, 0.2, 0.1)
@@ -100,13 +101,14 @@ def kv_memory(keeps: tuple[float, ...], tokens: int) -> dict[float, dict[str, fl
 
 
 def quality(keeps: tuple[float, ...], samples: int) -> dict[float, dict[str, Any]]:
-    built = genprof.build(genprof.make_spec("llava", batch=samples, seed=10_000_000, tokens=1,
+    built = genprof.build(genprof.make_spec("llava", batch=samples, seed=vr.EVAL_SEED, tokens=1,
                                             params={"task": "retrieval"}))
     runner, inputs, tokens, _ = built.infer.llava
+    ref = reference(runner, inputs, tokens)  # the unpruned model, once for every keep rate
     out = {}
     for keep in keeps:
         sp = Sparsity(vision=keep < 1.0, vision_layer=LAYER, vision_keep=keep)
-        out[keep] = compare(runner, inputs, tokens, sp)
+        out[keep] = compare(runner, inputs, tokens, sp, ref=ref)
     return out
 
 

@@ -23,8 +23,6 @@ import torch.nn.functional as F
 
 from genprof.workloads import visual_retrieval as vr
 
-EVAL_SEED = 10_000_000  # held-out batches use seeds from here; training uses 0, 1, 2, ...
-
 
 def build(seed: int = 0) -> torch.nn.Module:
     from transformers import LlavaForConditionalGeneration
@@ -41,7 +39,7 @@ def logits_at_answer(model: torch.nn.Module, batch: vr.Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, n: int = 1024, seed: int = EVAL_SEED) -> float:
+def accuracy(model: torch.nn.Module, n: int = 1024, seed: int = vr.EVAL_SEED) -> float:
     model.eval()
     b = vr.make_batch(n, seed)
     pred = logits_at_answer(model, b)[:, 0].argmax(-1)
@@ -71,7 +69,8 @@ def train(steps: int, batch: int, lr: float, log_every: int = 100) -> tuple[torc
         sched.step()
         if (step + 1) % log_every == 0 or step == steps - 1:
             print(f"step {step + 1:5d}  loss {loss.item():.4f}  {time.perf_counter() - t0:6.1f} s", flush=True)
-    return model.eval(), accuracy(model)
+    acc = accuracy(model)  # switches the model back to train mode
+    return model.eval(), acc
 
 
 def main() -> None:

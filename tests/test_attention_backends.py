@@ -83,6 +83,8 @@ def test_unknown_backend_and_repeated_opt_are_refused():
 
 def test_optimized_build_leaves_the_cached_model_unchanged():
     plain = genprof.build(RunSpec("llm", size="tiny"))
-    genprof.build(genprof.make_spec("llm", size="tiny", optimizations=["attn=math"]))
+    math_built = genprof.build(genprof.make_spec("llm", size="tiny", optimizations=["attn=math"]))
+    with torch.inference_mode():
+        math_built.infer(NullPhases())  # attn=math swaps SDPA in only while it runs
     assert genprof.build(RunSpec("llm", size="tiny")) is plain
     assert F.scaled_dot_product_attention.__module__ != "genprof.optimizations.attention"

@@ -141,7 +141,7 @@ def test_revival_computes_each_token_once_per_layer():
     lazy_logits(engine, ids, toks)
     st = next(iter(engine.states.values()))[0]
     seen: set[tuple[int, int]] = set()
-    for _, _, layer, positions in engine.log:
+    for layer, positions in engine.log:
         for p in positions:
             assert (p, layer) not in seen, f"token {p} computed twice at layer {layer}"
             seen.add((p, layer))

@@ -70,12 +70,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.profiler import record_function
 
 from genprof.errors import GenprofError
 from genprof.optimizations.base import Optimization, register
 from genprof.optimizations.schedules import SCHEDULE_NAMES
+from genprof.workloads import retrieval as R
+from genprof.workloads.llava import kept_count
 
 DEFAULT_LAYERS = "0.25/0.5/0.75"
 DEFAULT_KEEP = "0.5"
@@ -129,10 +130,6 @@ def parse_schedule(layers: str | None, keep: str | None, n_layers: int) -> list[
     return sorted(merged.items())
 
 
-def n_keep(keep: float, alive: int) -> int:
-    return max(1, min(alive, math.ceil(keep * alive - 1e-9)))
-
-
 # ----------------------------------------------------------------------------------------- engine
 
 @dataclass
@@ -176,7 +173,7 @@ class LazyEngine:
         self.is_sdpa = impl == "sdpa"
         self.attention = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention_forward)
         self.states: dict[int, list[SeqState]] = {}  # id(cache) -> one state per batch row
-        self.log: list[tuple[str, int, int, list[int]]] | None = None  # (phase, row, layer, positions) when set
+        self.log: list[tuple[int, list[int]]] | None = None  # (layer, positions computed there) when set
         self.first_logits: torch.Tensor | None = None
         self.prefill_alive: list[list[int]] = []  # per row, prompt tokens computed at each layer
 
@@ -192,7 +189,7 @@ class LazyEngine:
         attn = layer.self_attn
         n = h.shape[1]
         if self.log is not None:
-            self.log.append(("", -1, l, pos.tolist()))
+            self.log.append((l, pos.tolist()))
 
         def attn_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             shape = (1, n, -1, attn.head_dim)
@@ -246,7 +243,7 @@ class LazyEngine:
                 with record_function("lazyllm::select"):
                     s = scores.clone()
                     s[-1] = float("inf")  # the last prompt token always stays
-                    k = n_keep(self.schedule[l], pos.shape[0])
+                    k = kept_count(self.schedule[l], pos.shape[0])
                     keep = torch.zeros(pos.shape[0], dtype=torch.bool, device=pos.device)
                     keep[s.topk(k).indices] = True
                     st.aux_pos[l], st.aux_hidden[l] = pos[~keep], h[0, ~keep]
@@ -366,8 +363,8 @@ def compare(model: torch.nn.Module, prompt: torch.Tensor, output: torch.Tensor, 
         "tokens_compared": int(output.numel()),
     }
     if answers is not None:
-        out["retrieval_accuracy"] = float((output[:, 0].cpu() == answers.cpu()).float().mean())
-        out["retrieval_accuracy_unpruned"] = float((ref_tokens[:, 0].cpu() == answers.cpu()).float().mean())
+        out["retrieval_accuracy"] = R.score(output[:, 0], answers)
+        out["retrieval_accuracy_unpruned"] = R.score(ref_tokens[:, 0], answers)
     return out
 
 
@@ -424,8 +421,7 @@ class LazyLLM(Optimization):
             states = [st for sts in engine.states.values() for st in sts]
             n = states[0].n_prompt if states else 0
             alive = [sum(a[l] for a in engine.prefill_alive) for l in range(L)]
-            per_row = [engine.prefill_alive[0]] if engine.prefill_alive else []
-            est, full = prefill_flops(model, per_row[0], n) if per_row else (0.0, 1.0)
+            est, full = prefill_flops(model, engine.prefill_alive[0], n) if engine.prefill_alive else (0.0, 1.0)
             stats.update({
                 "prompt_tokens": n * len(states), "alive_per_layer": alive,
                 "alive_fraction_per_layer": [a / max(1, n * len(states)) for a in alive],
@@ -436,8 +432,6 @@ class LazyLLM(Optimization):
             })
             engine.reset()
             return output
-
-        infer.engine = engine  # type: ignore[attr-defined]  # for tests
 
         def quality(output: Any) -> dict[str, Any]:
             prompt = built.inputs.get("prompt")

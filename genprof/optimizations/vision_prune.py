@@ -178,10 +178,18 @@ def make_quality(runner: lv.LlavaRunner, inputs: lv.Inputs, tokens: int, sp: lv.
 
 
 @torch.inference_mode()
+def reference(runner: lv.LlavaRunner, inputs: lv.Inputs, tokens: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The unpruned model's greedy tokens and logits on `inputs`: what `compare` measures against."""
+    return runner.generate(lv.Sparsity(), inputs.pixel_values, inputs.prefix, inputs.suffix, tokens)
+
+
+@torch.inference_mode()
 def compare(runner: lv.LlavaRunner, inputs: lv.Inputs, tokens: int, sp: lv.Sparsity,
-            output: torch.Tensor | None = None) -> dict[str, Any]:
+            output: torch.Tensor | None = None,
+            ref: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> dict[str, Any]:
+    """`sp` against the unpruned model; `ref`: `reference(runner, inputs, tokens)` when already computed."""
     args = (inputs.pixel_values, inputs.prefix, inputs.suffix, tokens)
-    ref_tokens, ref_logits = runner.generate(lv.Sparsity(), *args)
+    ref_tokens, ref_logits = reference(runner, inputs, tokens) if ref is None else ref
     _, logits = runner.generate(sp, *args, force=ref_tokens)
     ref = torch.stack(ref_logits, 1).float().log_softmax(-1)  # (batch, positions, vocab)
     new = torch.stack(logits, 1).float().log_softmax(-1)

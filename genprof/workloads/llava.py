@@ -190,8 +190,9 @@ class LlavaRunner:
             feats = feats[:, 1:]
         return self.projector(feats)
 
-    def _layer(self, i: int, h: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        pe = self.decoder.rotary_emb(h, pos)
+    def _layer(self, i: int, h: torch.Tensor, pos: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor],
+               cache: KVCache) -> torch.Tensor:
+        """Decoder layer i on `h` at positions `pos`, whose rotary (cos, sin) is `pe`."""
         out = self.layers[i](h, attention_mask=None, position_ids=pos, use_cache=True,
                              position_embeddings=pe, **{self.cache_kw: cache})
         return out[0] if isinstance(out, tuple) else out
@@ -221,14 +222,16 @@ class LlavaRunner:
         b, n = h.shape[:2]
         p, n_img = prefix.shape[1], feats.shape[1]
         pos = torch.arange(n, device=h.device)[None].expand(b, n)
+        pe = self.decoder.rotary_emb(h, pos)  # once per forward; again only when the positions change
         per_layer = []
         for i in range(self.n_layers):
             if sp.vision and i == sp.vision_layer - 1:
                 self._h_prev_last = h[:, -1:]  # the last prompt token entering layer i, for the attention score
             if sp.vision and i == sp.vision_layer:
                 h, pos = self._select_image_tokens(sp, i, h, pos, cache, p, n_img)
+                pe = self.decoder.rotary_emb(h, pos)
             per_layer.append(int(h.shape[1]))
-            h = self._layer(i, h, pos, cache)
+            h = self._layer(i, h, pos, pe, cache)
         if trace is not None:
             trace["tokens_per_layer"] = per_layer
             trace["next_position"] = n
@@ -258,10 +261,11 @@ class LlavaRunner:
         h = embed(token)
         b = h.shape[0]
         pos = torch.full((b, 1), position, dtype=torch.long, device=h.device)
+        pe = self.decoder.rotary_emb(h, pos)
         for i in range(self.n_layers):
             if sp.text and i == sp.text_layer:
                 h_at_layer = h
-            h = self._layer(i, h, pos, cache)
+            h = self._layer(i, h, pos, pe, cache)
         logits = self.lm_head(self.decoder.norm(h))[:, -1]
         if sp.text:
             self._evict_generated(sp, h_at_layer, pos, cache, generated + 1)

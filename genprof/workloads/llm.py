@@ -22,19 +22,20 @@ import torch
 
 from genprof.errors import GenprofError, unknown_choice
 from genprof.spec import RunSpec
+from genprof.workloads import retrieval
 from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(config=dict(vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=4),
-                 prompt_len=32, tokens=8, task="random", pairs=64),
+                 prompt_len=32, tokens=8, task="random", pairs=retrieval.N_PAIRS),
     "small": dict(config=dict(vocab_size=8192, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
                               num_attention_heads=8, num_key_value_heads=8),
-                  prompt_len=256, tokens=32, task="random", pairs=64),
+                  prompt_len=256, tokens=32, task="random", pairs=retrieval.N_PAIRS),
     "paper": dict(config=dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                               num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),
-                  prompt_len=512, tokens=128, task="random", pairs=64),  # Llama-2-7B
+                  prompt_len=512, tokens=128, task="random", pairs=retrieval.N_PAIRS),  # Llama-2-7B
 }
 
 
@@ -87,8 +88,6 @@ class LLM(Workload):
         if p["task"] not in TASKS:
             raise unknown_choice("llm task (--set task=...)", str(p["task"]), TASKS)
         if p["task"] == "retrieval":
-            from genprof.workloads import retrieval
-
             if not isinstance(p["pairs"], int) or not 1 <= p["pairs"] <= retrieval.KEYS:
                 raise GenprofError(f"--set pairs must be an integer in [1, {retrieval.KEYS}], got {p['pairs']!r}")
 
@@ -101,8 +100,6 @@ class LLM(Workload):
         tokens = spec.tokens or p["tokens"]
         inputs: dict[str, Any] = {}
         if p["task"] == "retrieval":
-            from genprof.workloads import retrieval
-
             if model.config.vocab_size < retrieval.VOCAB:
                 raise GenprofError(f"task=retrieval needs a vocabulary of at least {retrieval.VOCAB} tokens; "
                                    f"the model has {model.config.vocab_size}")

@@ -36,6 +36,7 @@ PATCH = 4
 GRID = IMAGE_SIZE // PATCH  # 4 x 4 = 16 image tokens
 PAIRS = 3
 CODE_SEED = 1234
+EVAL_SEED = 10_000_000  # held-out samples use seeds from here; training uses 0, 1, 2, ...
 NOISE = 0.3  # amplitude of the background noise
 
 PREFIX = (BOS, USER)  # text before the image
