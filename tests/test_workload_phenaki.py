@@ -16,7 +16,7 @@ from genprof.errors import GenprofError
 from genprof.profiler.scopes import NO_STEP
 from genprof.spec import RunSpec
 from genprof.workloads.base import NullPhases
-from genprof.workloads.phenaki import PART_NAMES, mask_schedule
+from genprof.workloads.phenaki import PART_NAMES, mask_schedule, save_weights
 
 PHASES = {"text_encoder", "decode_tokens", "video_decode"}
 
@@ -111,22 +111,14 @@ def test_cvivit_decoder_is_causal_in_time():
 
 
 def test_weights_round_trip_through_safetensors_files(tmp_path):
-    from safetensors.torch import save_file
-
-    def write(parts, d: Path) -> None:
-        d.mkdir()
-        for name in PART_NAMES:  # one file per part: the state_dict (tied T5 embeddings as copies)
-            save_file({k: v.clone().contiguous() for k, v in parts[name].state_dict().items()},
-                      str(d / f"{name}.safetensors"))
-
     built, ref = _infer(RunSpec("phenaki", size="tiny", seed=3))
-    write(built.parts, tmp_path / "w3")
+    save_weights(built.parts, tmp_path / "w3")  # one file per part: the state_dict (tied T5 embeddings as copies)
     _, out = _infer(RunSpec("phenaki", size="tiny", seed=3, weights=str(tmp_path / "w3")))
     assert torch.equal(out, ref)
 
     # weights of another seed replace the seed's random ones
     other, _ = _infer(RunSpec("phenaki", size="tiny", seed=4))
-    write(other.parts, tmp_path / "w4")
+    save_weights(other.parts, tmp_path / "w4")
     loaded, out4 = _infer(RunSpec("phenaki", size="tiny", seed=3, weights=str(tmp_path / "w4")))
     for name in PART_NAMES:
         a, b = loaded.parts[name].state_dict(), other.parts[name].state_dict()

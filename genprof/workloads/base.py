@@ -176,6 +176,25 @@ def autoencoder_kl(vae: dict[str, Any], latent: int, **extra: Any) -> torch.nn.M
                          up_block_types=("UpDecoderBlock2D",) * n, sample_size=latent * 2 ** (n - 1), **extra, **vae)
 
 
+def vq_model(vq: dict[str, Any], grid: int, **extra: Any) -> torch.nn.Module:
+    """A diffusers VQModel (RGB in and out) for a token grid of `grid`^2, from a preset's widths; it decodes
+    token ids through its codebook."""
+    from diffusers import VQModel
+
+    n = len(vq["block_out_channels"])
+    return VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+                   up_block_types=("UpDecoderBlock2D",) * n, sample_size=grid * 2 ** (n - 1),
+                   lookup_from_codebook=True, **extra, **vq)
+
+
+def load_scheduler(cls: Any, weights: str | None, sub: str = "scheduler", **defaults: Any) -> Any:
+    """A diffusers scheduler: from `weights/<sub>` when real weights come with one, else `cls(**defaults)`."""
+    import os
+
+    d = os.path.join(weights, sub) if weights else ""
+    return cls.from_pretrained(d) if d and os.path.isdir(d) else cls(**defaults)
+
+
 def require_weights_dir(path: str, *subdirs: str) -> None:
     """Fail with one clear line when a weights directory lacks what a workload needs."""
     import os

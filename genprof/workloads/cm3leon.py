@@ -29,7 +29,7 @@ import torch
 
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, vq_model
 from genprof.workloads.llm import _cache_kwarg, new_cache
 from genprof.workloads.registry import register
 
@@ -54,28 +54,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 GUIDANCE_SCALE = 3.0
 
 
-def build_model(p: dict[str, Any], attn_implementation: str = "sdpa") -> torch.nn.Module:
+def build_model(p: dict[str, Any]) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(max_position_embeddings=4096, **p["config"])
-    config._attn_implementation = attn_implementation
+    config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config)
 
 
 def build_vq(p: dict[str, Any]) -> torch.nn.Module:
-    from diffusers import VQModel
-
-    n = len(p["vq"]["block_out_channels"])
-    return VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                   up_block_types=("UpDecoderBlock2D",) * n, sample_size=p["grid"] * 2 ** (n - 1),
-                   num_vq_embeddings=p["codebook"], lookup_from_codebook=True, **p["vq"])
+    return vq_model(p["vq"], p["grid"], num_vq_embeddings=p["codebook"])
 
 
-def load_parts(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa") -> dict[str, torch.nn.Module]:
+def load_parts(path: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     from diffusers import VQModel
     from transformers import AutoModelForCausalLM
 
-    return load_subfolders(path, dtype, {"model": (AutoModelForCausalLM, {"attn_implementation": attn_implementation}),
+    return load_subfolders(path, dtype, {"model": (AutoModelForCausalLM, {"attn_implementation": "sdpa"}),
                                          "vqvae": VQModel})
 
 
@@ -139,11 +134,11 @@ class CM3leon(Workload):
                 image = vq.decode(codes, force_not_quantize=True, shape=(batch, grid, grid, vq_dim)).sample
                 return image.clamp(-1, 1)
 
+        parameters = count_parameters(parts)
         embed = sum(w.numel() for w in model.get_input_embeddings().parameters())
         info = {
-            "parameters": count_parameters(parts),
-            "parameters_detail": {"embedding": embed,
-                                  "non_embedding": sum(w.numel() for w in model.parameters()) - embed},
+            "parameters": parameters,
+            "parameters_detail": {"embedding": embed, "non_embedding": parameters["model"] - embed},
             "prompt_len": prompt_len, "decode_tokens": tokens, "image_tokens": n_grid, "token_grid": [grid, grid],
             "batch": batch, "vocab_size": vocab, "codebook_size": codebook, "image_token_offset": image_offset,
             "image_px": grid * factor, "vq_downsampling": factor,

@@ -21,14 +21,14 @@ measured.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, torch_dtype
+from genprof.workloads.base import (Built, Phases, Workload, count_parameters, load_scheduler, load_subfolders,
+                                    make_parts, torch_dtype)
 from genprof.workloads.registry import register
 
 # What every IF UNet shares (diffusers' convert_if.py and the IF-I / IF-II configs).
@@ -118,12 +118,9 @@ def schedulers(weights: str | None) -> tuple[Any, Any, Any]:
     from diffusers import DDPMScheduler
 
     def sched(sub: str, max_value: float) -> Any:
-        d = os.path.join(weights, sub) if weights else ""
-        if d and os.path.isdir(d):
-            return DDPMScheduler.from_pretrained(d)
-        return DDPMScheduler(variance_type="learned_range", beta_schedule="squaredcos_cap_v2",
-                             prediction_type="epsilon", thresholding=True, dynamic_thresholding_ratio=0.95,
-                             sample_max_value=max_value)
+        return load_scheduler(DDPMScheduler, weights, sub, variance_type="learned_range",
+                              beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", thresholding=True,
+                              dynamic_thresholding_ratio=0.95, sample_max_value=max_value)
 
     return sched("scheduler", 1.5), sched("sr_scheduler", 1.0), DDPMScheduler(beta_schedule="squaredcos_cap_v2")
 
@@ -161,8 +158,6 @@ class Imagen(Workload):
                 "+ 64->256 super-resolution UNet")
     phases = ("text_encoder", "denoise", "super_resolution")
     presets = PRESETS
-    counted_by = "steps"
-    count_meaning = "denoising steps"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

@@ -20,14 +20,13 @@ is measured.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
-                                    load_subfolders, make_parts, torch_dtype)
+                                    load_scheduler, load_subfolders, make_parts, torch_dtype)
 from genprof.workloads.registry import register
 
 MS_BLOCKS = dict(down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
@@ -90,11 +89,8 @@ def make_scheduler(weights: str | None) -> Any:
     """ModelScope's DDIM scheduler (its `scheduler/` config when real weights come with one)."""
     from diffusers import DDIMScheduler
 
-    d = os.path.join(weights, "scheduler") if weights else ""
-    if d and os.path.isdir(d):
-        return DDIMScheduler.from_pretrained(d)
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1)
+    return load_scheduler(DDIMScheduler, weights, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
 def tag_attention(unet: torch.nn.Module) -> dict[str, int]:
@@ -132,8 +128,6 @@ class MakeAVideo(Workload):
                 "and attention; CLIP text encoder; AutoencoderKL per frame)")
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
-    counted_by = "steps"
-    count_meaning = "denoising steps"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

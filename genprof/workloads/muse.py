@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, torch_dtype
+from genprof.workloads.base import (Built, Phases, Workload, clip_text_config, count_parameters, load_subfolders,
+                                    make_parts, torch_dtype, vq_model)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -69,16 +70,12 @@ AESTHETIC_SCORE = 6  # micro-conditioning, aMUSEd's default
 
 def build_parts(p: dict[str, Any]) -> dict[str, torch.nn.Module]:
     """CLIP text encoder with projection, UVit2DModel and VQModel from the preset's configs, random weights."""
-    from diffusers import UVit2DModel, VQModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from diffusers import UVit2DModel
+    from transformers import CLIPTextModelWithProjection
 
-    text = CLIPTextModelWithProjection(CLIPTextConfig(**{"max_position_embeddings": 77, "bos_token_id": 0,
-                                                         "eos_token_id": 2, **p["text"]}))
-    nvq = len(p["vq"]["block_out_channels"])
+    text = CLIPTextModelWithProjection(clip_text_config(p["text"]))
     transformer = UVit2DModel(sample_size=p["grid"], **p["transformer"])
-    vq = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * nvq,
-                 up_block_types=("UpDecoderBlock2D",) * nvq, sample_size=p["grid"] * 2 ** (nvq - 1),
-                 mid_block_add_attention=False, lookup_from_codebook=True, **p["vq"])
+    vq = vq_model(p["vq"], p["grid"], mid_block_add_attention=False)
     return {"text_encoder": text, "transformer": transformer, "vqvae": vq}
 
 

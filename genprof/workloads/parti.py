@@ -28,8 +28,8 @@ import torch
 
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts
-from genprof.workloads.llm import _cache_kwarg
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, vq_model
+from genprof.workloads.llm import _cache_kwarg, new_cache
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -50,42 +50,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 GUIDANCE_SCALE = 3.0
 
 
-def build_model(p: dict[str, Any], attn_implementation: str = "sdpa") -> torch.nn.Module:
+def build_model(p: dict[str, Any]) -> torch.nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 
     config = T5Config(vocab_size=p["text_vocab"] + p["codebook"], feed_forward_proj="gelu", dropout_rate=0.0,
                       is_encoder_decoder=True, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
                       tie_word_embeddings=False, **p["config"])
-    config._attn_implementation = attn_implementation
+    config._attn_implementation = "sdpa"
     return T5ForConditionalGeneration(config)
 
 
 def build_vq(p: dict[str, Any]) -> torch.nn.Module:
-    from diffusers import VQModel
-
-    n = len(p["vq"]["block_out_channels"])
-    return VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                   up_block_types=("UpDecoderBlock2D",) * n, sample_size=p["grid"] * 2 ** (n - 1),
-                   num_vq_embeddings=p["codebook"], lookup_from_codebook=True, **p["vq"])
+    return vq_model(p["vq"], p["grid"], num_vq_embeddings=p["codebook"])
 
 
-def load_parts(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa") -> dict[str, torch.nn.Module]:
+def load_parts(path: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     from diffusers import VQModel
     from transformers import T5ForConditionalGeneration
 
-    return load_subfolders(path, dtype, {"model": (T5ForConditionalGeneration, {"attn_implementation": attn_implementation}),
+    return load_subfolders(path, dtype, {"model": (T5ForConditionalGeneration, {"attn_implementation": "sdpa"}),
                                          "vqvae": VQModel})
-
-
-def new_cache(model: torch.nn.Module) -> Any:
-    """Self-attention cache that grows by one token a step, cross-attention cache filled once."""
-    from transformers import DynamicCache, EncoderDecoderCache
-
-    config = model.decoder.config  # the decoder's layer count, not the encoder's
-    try:
-        return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
-    except TypeError:  # older transformers
-        return EncoderDecoderCache(DynamicCache(), DynamicCache())
 
 
 def mark_cross_attention(model: torch.nn.Module) -> None:
@@ -145,9 +129,12 @@ class Parti(Workload):
         pad = torch.zeros((batch, n_grid - tokens), dtype=torch.long).to(device)
 
         def infer(phases: Phases) -> torch.Tensor:
+            from transformers import EncoderDecoderCache
             from transformers.modeling_outputs import BaseModelOutput
 
-            cache = new_cache(model)
+            # Self-attention cache that grows by one token a step, cross-attention cache filled once;
+            # both sized by the decoder's layer count, not the encoder's.
+            cache = EncoderDecoderCache(new_cache(model.decoder), new_cache(model.decoder))
             with phases.phase("text_encoder"):
                 enc = BaseModelOutput(last_hidden_state=model.encoder(input_ids=ids).last_hidden_state)
             out, next_in = [], start

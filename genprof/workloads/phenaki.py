@@ -43,7 +43,7 @@ from torch import nn
 
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, torch_dtype
+from genprof.workloads.base import Built, Phases, Workload, count_parameters, make_parts
 from genprof.workloads.registry import register
 
 PART_NAMES = ("text_encoder", "transformer", "cvivit")
@@ -417,13 +417,14 @@ class Phenaki(Workload):
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
-        device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        torch.manual_seed(spec.seed)
-        parts = build_parts(p)
-        if spec.weights:
-            load_weights(parts, spec.weights)
-        for m in parts.values():
-            m.to(device=device, dtype=dtype).eval()
+        device = torch.device(spec.device)
+
+        def load(path: str, dtype: torch.dtype) -> dict[str, nn.Module]:  # the seeded build, then the files
+            parts = build_parts(p)
+            load_weights(parts, path)
+            return parts
+
+        parts = make_parts(spec, lambda: build_parts(p), load)
         text, transformer, cvivit = parts["text_encoder"], parts["transformer"], parts["cvivit"]
         steps = spec.steps or p["steps"]
         batch, text_len, guidance = spec.batch, p["text_len"], p["guidance"]

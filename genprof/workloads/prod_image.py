@@ -20,14 +20,13 @@ the refiner, how it is measured.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
-                                    load_subfolders, make_parts, torch_dtype)
+                                    load_scheduler, load_subfolders, make_parts, torch_dtype)
 from genprof.workloads.registry import register
 
 SDXL_BLOCKS = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -104,11 +103,8 @@ def make_scheduler(weights: str | None) -> Any:
     """SDXL's Euler scheduler (its `scheduler/` config when real weights come with one)."""
     from diffusers import EulerDiscreteScheduler
 
-    d = os.path.join(weights, "scheduler") if weights else ""
-    if d and os.path.isdir(d):
-        return EulerDiscreteScheduler.from_pretrained(d)
-    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                  steps_offset=1, timestep_spacing="leading")
+    return load_scheduler(EulerDiscreteScheduler, weights, beta_start=0.00085, beta_end=0.012,
+                          beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading")
 
 
 @register
@@ -119,8 +115,6 @@ class ProdImage(Workload):
                 "two CLIP text encoders, AutoencoderKL; 1024 px)")
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
-    counted_by = "steps"
-    count_meaning = "denoising steps"
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

@@ -12,14 +12,13 @@ Random weights from configs, or real ones from a diffusers-layout directory
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
-                                    load_subfolders, make_parts, torch_dtype)
+                                    load_scheduler, load_subfolders, make_parts, torch_dtype)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -81,8 +80,6 @@ class StableDiffusion(Workload):
     stand_in = "Stable Diffusion 1.5 architecture (diffusers UNet2DConditionModel + CLIP + AutoencoderKL)"
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
-    counted_by = "steps"
-    count_meaning = "denoising steps"
 
     def build(self, spec: RunSpec) -> Built:
         from diffusers import DDIMScheduler
@@ -90,8 +87,7 @@ class StableDiffusion(Workload):
         p = self.config(spec)
         device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
         parts = make_parts(spec, lambda: build_parts(p), load_parts)
-        sched_dir = os.path.join(spec.weights, "scheduler") if spec.weights else ""
-        scheduler = DDIMScheduler.from_pretrained(sched_dir) if sched_dir and os.path.isdir(sched_dir) else DDIMScheduler()
+        scheduler = load_scheduler(DDIMScheduler, spec.weights)
         text, unet, vae = parts["text_encoder"], parts["unet"], parts["vae"]
         steps = spec.steps or p["steps"]
         batch, text_len = spec.batch, p["text_len"]
