@@ -75,9 +75,9 @@ def run_cmd(
                          weights=str(weights) if weights else None, record_trace=trace_file, seed=seed, threads=threads)
     api.validate(spec)
     if project_hw is not None:
-        from genprof.roofline import get_profile
+        from genprof.roofline.hardware import canonical_name
 
-        get_profile(project_hw, measure=False) if project_hw.lower() != "local" else None  # name check first
+        canonical_name(project_hw)  # an unknown name fails before the run
         if mode != "trace":
             raise GenprofError("--project needs the op table: use --mode trace")
     total = warmup + repeats + (1 if mode == "trace" else 0)
@@ -121,10 +121,11 @@ def project_cmd(
 def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out_proj, threads) -> None:
     from genprof import store
     from genprof.roofline import get_profile, project_run, summarize
+    from genprof.roofline.hardware import canonical_name
     from genprof.roofline.project import comparable
 
     meta = store.read_run(run_dir)
-    if hw_name.strip().lower() == "local" and threads is None:
+    if canonical_name(hw_name) == "local" and threads is None:
         threads = (meta.get("environment") or {}).get("torch_threads")
     hw = get_profile(hw_name, threads=threads).with_overrides(eff_compute=eff_compute, eff_memory=eff_memory)
     proj, meta = project_run(run_dir, hw, precision)
@@ -230,22 +231,11 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
     if seq:
         if ops is None:
             raise GenprofError(f"{run_dir} is a timing-mode run: it has no op table; rerun with --mode trace")
-        _print_seq(ops, per_step)
+        from genprof.reports import seq_profile
+
+        _print_df("attention sequence lengths (first repeat)", seq_profile(ops, per_step=per_step))
         return
     _print_run(meta, ops)
-
-
-def _print_seq(ops, per_step: bool) -> None:
-    from genprof.reports import seq_profile
-
-    prof = seq_profile(ops, per_step=per_step)
-    t = Table(title="attention sequence lengths (first repeat)")
-    cols = list(prof.columns)
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("phase", "block", "attention_kind", "run_id") else "right")
-    for row in prof.itertuples(index=False):
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    out.print(t)
 
 
 @app.command("report")

@@ -1,4 +1,11 @@
-"""The GPU check behind scripts/gpu_check.sh: environment, timers, traced runs, attention backends.
+"""The GPU check behind scripts/gpu_check.sh: environment, timers, roofline peaks, traced runs,
+attention backends.
+
+`roofline_peaks` measures what the GPU profiles' efficiencies rest on
+(genprof/roofline/hardware.py): a bf16 8192^3 matmul in TFLOP/s and the
+device-to-device copy bandwidth of a 2 GiB tensor in TB/s (bytes read + written),
+each the median of several timed samples after a warm-up, beside the figures
+the H200 profile carries from an earlier run.
 
 Each section is independent: one that fails prints its reason and the rest go
 on. Results: OUT/gpu_check.json plus the run directories under OUT/runs.
@@ -70,6 +77,52 @@ def main() -> None:
         wall = sorted(r[1] for r in rows)[5]
         return {"timer": timer.kind, "median_timer_s": ev, "median_wall_s": wall, "ratio": ev / wall,
                 "matmul_tflops": 10 * 2 * n ** 3 / ev / 1e12}
+
+    @section("roofline_peaks", results)
+    def _peaks():
+        from genprof.roofline.hardware import PROFILES
+        from genprof.profiler.timers import synchronize
+        cuda = dev.type == "cuda"
+        n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
+        copy_bytes = 2 * 2**30 if cuda else 64 * 2**20
+
+        def median_s(fn, reps: int, samples: int = 7) -> float:
+            for _ in range(3):  # warm-up
+                fn()
+            synchronize(dev)
+            ts = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                synchronize(dev)
+                ts.append((time.perf_counter() - t0) / reps)
+            return sorted(ts)[len(ts) // 2]
+
+        def matmul_s() -> float:
+            a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+            c = torch.empty(n, n, device=dev, dtype=dtype)
+            return median_s(lambda: torch.mm(a, b, out=c), reps=10)
+
+        def copy_s() -> float:
+            src = torch.empty(copy_bytes // 4, device=dev, dtype=torch.float32).normal_()
+            dst = torch.empty_like(src)
+            return median_s(lambda: dst.copy_(src), reps=10)
+
+        mm_s, cp_s = matmul_s(), copy_s()  # each frees its tensors on return
+        tflops, tbps = 2 * n**3 / mm_s / 1e12, 2 * copy_bytes / cp_s / 1e12  # copy: read + write
+        res = {"matmul": f"{n}^3 {str(dtype).replace('torch.', '')}", "matmul_s": mm_s, "matmul_tflops": tflops,
+               "copy_gib": copy_bytes / 2**30, "copy_s": cp_s, "copy_tbps": tbps}
+        h200 = PROFILES["h200"]
+        res["h200_profile"] = {"reported_bf16_tflops": h200.measured_flops.get("bf16", 0) / 1e12,
+                               "reported_copy_tbps": (h200.measured_bandwidth_Bps or 0) / 1e12}
+        if cuda:  # the fractions of each GPU profile's datasheet peaks these reach
+            res["fraction_of_datasheet"] = {
+                name: {"eff_compute": tflops * 1e12 / PROFILES[name].peak_flops["bf16"],
+                       "eff_memory": tbps * 1e12 / PROFILES[name].bandwidth_Bps} for name in ("a100", "h100", "h200")}
+        print(f"matmul {res['matmul']}: {tflops:.4g} TFLOP/s; copy {res['copy_gib']:.3g} GiB: {tbps:.4g} TB/s "
+              f"(read + written)", flush=True)
+        return res
 
     @section("attention_backends", results)
     def _attn():

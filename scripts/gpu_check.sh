@@ -2,7 +2,8 @@
 # GPU check: one script, a few minutes, on a machine with a CUDA GPU.
 #   scripts/gpu_check.sh OUTDIR
 # Prints and writes to OUTDIR: the environment, CUDA-event timing against wall
-# time, stable-diffusion and llm at `small` traced on CUDA with kernel time
+# time, the roofline peaks (bf16 8192^3 matmul TFLOP/s, device copy TB/s),
+# stable-diffusion and llm at `small` traced on CUDA with kernel time
 # attributed to ops, and the SDPA attention backends timed side by side.
 # Never part of the tests. Wheels for missing packages (diffusers) may be
 # carried in .whl/ (see docs/results/README.md).

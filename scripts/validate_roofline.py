@@ -29,6 +29,7 @@ from genprof import store  # noqa: E402
 from genprof.reports.markdown import to_markdown  # noqa: E402
 from genprof.roofline import PROFILES, get_profile, measure_local, project, summarize  # noqa: E402
 from genprof.roofline import paper  # noqa: E402
+from genprof.roofline.hardware import GPU_LAUNCH_S, H200_EFF_COMPUTE, H200_EFF_MEMORY  # noqa: E402
 
 
 def validate(root: Path, hw_for, only: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,6 +70,17 @@ def pct_cols(df: pd.DataFrame) -> pd.DataFrame:
                         for c in df.columns if "error" in c})
 
 
+def profiles_md() -> str:
+    """The GPU profiles' datasheet peaks, as the doc lists them."""
+    parts = []
+    for i, name in enumerate(paper.GPU_NAMES):
+        hw = PROFILES[name]
+        tf = [f"{hw.peak_flops[k] / 1e12:.3g}" for k in ("fp32", "tf32", "bf16")]
+        peaks = ", ".join(f"{k} {v}" for k, v in zip(("fp32", "tf32", "bf16"), tf)) if i == 0 else " / ".join(tf)
+        parts.append(f"{hw.label} ({peaks} TFLOP/s; {hw.bandwidth_Bps / 1e12:.3g} TB/s)")
+    return ", ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "suite-small")
@@ -83,6 +95,7 @@ def main() -> None:
     t0 = time.time()
 
     local_cache: dict[int, object] = {}
+    plain_overhead: dict[int, float] = {}  # the plain (untraced) dispatch time, for the doc
 
     def local_for(meta):
         threads = int((meta.get("environment") or {}).get("torch_threads") or 1)
@@ -90,10 +103,12 @@ def main() -> None:
             prof = measure_local(threads=threads)
             traced = prof.measured_on.get("op_overhead_traced_s")
             local_cache[threads] = prof.with_overrides(op_overhead_s=traced)
+            plain_overhead[threads] = prof.op_overhead_s
         return local_cache[threads]
 
     fam, tot = validate(args.runs, local_for, args.only)
-    local = next(iter(local_cache.values()), None)
+    first = next(iter(local_cache), None)
+    local = local_cache[first] if first is not None else None
     gpu_md = "No GPU runs were given (`--gpu-runs DIR`, runs with `--device cuda`): not validated on a GPU yet."
     if args.gpu_runs:
         gfam, gtot = validate(args.gpu_runs, lambda meta: get_profile(args.gpu_hw), args.only)
@@ -122,12 +137,14 @@ def main() -> None:
             (lambda t: t.assign(**{c: t[c].map(lambda v: f"{100 * v:.0f}%") for c in t.columns[2:]}))(
                 paper.family_table(proj, h))) for h in paper.GPU_NAMES) if not proj.empty else "(not counted)"
     llm = paper.llm_check(counted, proj) if not proj.empty else pd.DataFrame()
-    llm_md = to_markdown(pct_cols(llm.assign(**{c: llm[c] for c in llm.columns})), floatfmt=".4g") \
+    llm_md = to_markdown(pct_cols(llm), floatfmt=".4g") \
         if not llm.empty else "(the llm workload was not counted)"
     cmd = "python scripts/validate_roofline.py " + " ".join(sys.argv[1:])
+    h200 = PROFILES["h200"]
+    launch_us = f"{GPU_LAUNCH_S * 1e6:.3g} us"
     hw_line = (f"{local.label}: float32 GEMM {local.peak_flops['fp32'] / 1e9:.3g} GFLOP/s, copy "
                f"{local.bandwidth_Bps / 1e9:.3g} GB/s, dispatch {local.op_overhead_s * 1e6:.3g} us/op as traced "
-               f"(plain {measure_local(threads=local.measured_on['threads']).op_overhead_s * 1e6:.3g} us), torch "
+               f"(plain {plain_overhead[first] * 1e6:.3g} us), torch "
                f"{local.measured_on.get('torch')}, measured {local.measured_on.get('measured')}") if local else "—"
     text = f"""# The roofline projection, validated
 
@@ -142,16 +159,17 @@ FLOPs and bytes (`genprof/roofline/project.py`):
 - on a CPU every op also pays a dispatch time, in series; ops with neither FLOPs nor bytes
   (views) cost only that;
 - on a GPU kernels are issued asynchronously: per step, when issuing the kernels takes longer
-  than running them (`n_kernels x 2 us` for graph-captured or compiled execution), the
+  than running them (`n_kernels x {launch_us}` for graph-captured or compiled execution), the
   difference is an `Overhead` row `[launch]`;
 - an op is compute-bound when its intensity F/B is at or above the ridge `P e_c / (W e_m)`;
 - genprof's own `[overhead]` rows (Python between ops) are not projected.
 
-Profiles: A100-80GB SXM (fp32 19.5, tf32 156, bf16 312 TFLOP/s; 2.04 TB/s), H100 SXM (67 / 495 /
-989 TFLOP/s; 3.35 TB/s), H200 SXM (67 / 495 / 989 TFLOP/s; 4.8 TB/s). On an H200 a bf16 8192³
-matmul ran at about 790 TFLOP/s and a device copy at about 4.3 TB/s: e_c = 0.80 and e_m = 0.90,
-which A100 and H100 take too (no measurement of ours). `local` is this machine measured in a few
-seconds (cached under ~/.cache/genprof): {hw_line}.
+Profiles (datasheet, dense): {profiles_md()}.
+The efficiencies come from figures reported from an earlier H200 run, not reproduced by this
+repository yet (`scripts/gpu_check.py` measures them on a GPU): a bf16 8192³ matmul at about
+{h200.measured_flops["bf16"] / 1e12:.3g} TFLOP/s and a device copy at about {h200.measured_bandwidth_Bps / 1e12:.3g} TB/s, so e_c = {H200_EFF_COMPUTE:.2f} and e_m = {H200_EFF_MEMORY:.2f}, which A100 and
+H100 take too (no measurement of theirs). `local` is this machine measured in a few seconds
+(cached under ~/.cache/genprof): {hw_line}.
 
 ## Validation on the CPU (size small, local profile)
 
@@ -196,7 +214,7 @@ Per workload and family:
   grown by `cat` in the LLM decode is left out); runs counted before embedding lookups were
   counted by rows have their embedding bytes recomputed from the shapes.
 - **GPU specifics.** Kernel fusion, tensor-core shape alignment, wave quantization, tails,
-  launch gaps other than the fixed 2 us, clocks and power limits, and concurrency between
+  launch gaps other than the fixed {launch_us}, clocks and power limits, and concurrency between
   streams. Causal attention is counted at full cost, so flash kernels that skip the masked half
   run faster than projected.
 

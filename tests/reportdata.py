@@ -17,6 +17,10 @@ import pandas as pd
 EVIL = "<script>alert(1)</script>"
 EVIL_WORKLOAD = f"evil{EVIL}"
 FAILED_REASON = "RuntimeError: out of memory <b>not bold</b>"
+# The ids of the figures and tables every report over mixed_root shows.
+FIGURES = ("fig-family-breakdown", "fig-attention-kinds", "fig-seq-lengths", "fig-step-times", "fig-speedups")
+TABLES = ("table-summary", "table-environment", "table-family", "table-phases", "table-derived", "table-top-ops",
+          "table-seq", "table-optimizations", "table-failed")
 
 
 def clone_run(src: Path, root: Path, run_id: str, edit: Callable[[dict[str, Any]], None] | None = None,

@@ -31,11 +31,9 @@ def test_notebook_runs(tmp_path, monkeypatch, sd_run, llm_run):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     try:
-        client.execute()
+        client.execute()  # raises on the first cell that fails: that is the check that every cell runs
     except Exception as e:  # CellExecutionError carries the cell and the traceback
         pytest.fail(f"notebook failed:\n{e}", pytrace=False)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert errors == []
     assert (out / "report.html").stat().st_size > 10_000
     assert (out / "family_breakdown.png").stat().st_size > 5_000 and (out / "family_breakdown.svg").exists()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]

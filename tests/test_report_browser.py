@@ -22,12 +22,9 @@ from pathlib import Path
 import pytest
 
 from genprof.reports.html import write_report
-from reportdata import EVIL, EVIL_WORKLOAD, mixed_root
+from reportdata import EVIL, EVIL_WORKLOAD, FIGURES, TABLES, mixed_root
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-FIGURES = ("fig-family-breakdown", "fig-attention-kinds", "fig-seq-lengths", "fig-step-times", "fig-speedups")
-TABLES = ("table-summary", "table-environment", "table-family", "table-phases", "table-derived", "table-top-ops",
-          "table-seq", "table-optimizations", "table-failed")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0"]

@@ -14,13 +14,10 @@ import genprof
 from genprof.errors import GenprofError
 from genprof.reports import figures
 from genprof.reports.html import write_report
-from reportdata import EVIL, EVIL_WORKLOAD, FAILED_REASON, mixed_root, timing_root
+from reportdata import EVIL, EVIL_WORKLOAD, FAILED_REASON, FIGURES, TABLES, mixed_root, timing_root
 
 SECTIONS = ("summary", "environment", "figures", "family-breakdown", "phase-statistics", "top-ops",
             "sequence-lengths", "optimizations", "failed-runs")
-FIGURES = ("fig-family-breakdown", "fig-attention-kinds", "fig-seq-lengths", "fig-step-times", "fig-speedups")
-TABLES = ("table-summary", "table-environment", "table-family", "table-phases", "table-derived", "table-top-ops",
-          "table-seq", "table-optimizations", "table-failed")
 
 
 @pytest.fixture(scope="module")

@@ -52,13 +52,6 @@ def test_gpu_launch_bound_excess_is_an_overhead_row():
     assert launch["time_s"].sum() == pytest.approx(100 - 10) and set(launch["family"]) == {"Overhead"}
 
 
-def test_step_weights_extend_equal_steps_and_linear_growth():
-    p = pd.DataFrame({"phase": ["d", "d", "x"], "step": [0, 1, -1], "v": [1.0, 2.0, 7.0]})
-    w = step_weights(p, {"d": 4})
-    assert (p["v"] * w).sum() == pytest.approx(1 + 2 + 3 + 4 + 7)  # v(s) = 1 + s over 4 steps, plus the rest
-    assert step_weights(p.iloc[[0]], {"d": 50}).iloc[0] == 50
-
-
 def test_unknown_hardware_is_a_one_line_error():
     with pytest.raises(genprof.GenprofError, match=r"unknown hardware 'tpu'; valid: a100, h100, h200, local"):
         get_profile("tpu")
@@ -132,13 +125,14 @@ def test_cli_paper_quick_writes_the_headline_table_and_report(tmp_path, capsys, 
     assert 'id="table-headline"' in html and 'id="fig-roofline"' in html
 
 
-def test_step_weights_keep_a_different_first_step_out_of_the_line():
-    """Decode counted on 3 tokens: step 0 does extra work once (e.g. cross-attention K/V); steps 1.. grow by
-    a constant per step. The weights must sum to the exact full-run total, not extrapolate step 0's extra."""
-    import pandas as pd
-
-    from genprof.roofline.project import step_weights
-
+def test_step_weights_extend_counted_steps_to_the_full_run():
+    """Counted steps extend to the full run: two steps grow linearly, one step (equal diffusion steps) is
+    repeated, and for decode counted on 3 tokens a step 0 that does extra work once (e.g. cross-attention
+    K/V) stays out of the line: the weights sum to the exact full-run total."""
+    p = pd.DataFrame({"phase": ["d", "d", "x"], "step": [0, 1, -1], "v": [1.0, 2.0, 7.0]})
+    w = step_weights(p, {"d": 4})
+    assert (p["v"] * w).sum() == pytest.approx(1 + 2 + 3 + 4 + 7)  # v(s) = 1 + s over 4 steps, plus the rest
+    assert step_weights(p.iloc[[0]], {"d": 50}).iloc[0] == 50
     n = 1024
     cost = {0: 50.0, 1: 10.0, 2: 10.5}  # step s >= 1: 10 + 0.5 (s - 1)
     proj = pd.DataFrame({"phase": "decode", "step": [0, 1, 2], "time_s": [cost[0], cost[1], cost[2]]})

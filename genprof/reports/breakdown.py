@@ -69,9 +69,7 @@ def block_of(module: str) -> str:
     """
     parts = module.split(".")
     for i, p in enumerate(parts):
-        if p.isdigit():
-            return ".".join(parts[: i + 1])
-        if p.startswith("mid"):
+        if p.isdigit() or p.startswith("mid"):
             return ".".join(parts[: i + 1])
     return ".".join(parts[:2])
 

@@ -174,8 +174,7 @@ def family_shares(ops: pd.DataFrame, time: str = "total_time_s",
         for ph, sub in parts:
             if sub.empty:
                 continue
-            b = breakdown(sub.assign(run_id=rid), "family", time=time)
-            b = b.drop(columns=[c for c in ("run_id",) if c in b.columns])
+            b = breakdown(sub, "family", time=time)  # one run: no run_id column
             bar = f"{labels[rid]} {ph}".strip()
             frames.append(b.assign(bar=bar, run_id=rid, label=labels[rid], phase=ph))
     if not frames:
@@ -438,11 +437,6 @@ def speedups(table: pd.DataFrame, quality: Sequence[str] | None = None) -> Figur
     return fig
 
 
-__all__ = ["NoData", "FAMILY_COLORS", "KIND_COLORS", "save", "run_labels", "run_order", "family_shares",
-           "attention_shares", "step_stats", "family_breakdown", "step_times", "seq_lengths", "attention_kinds",
-           "speedups"]
-
-
 def roofline(proj: pd.DataFrame, profiles: Sequence | None = None, precision: str | None = None,
              max_points: int = 400) -> Figure:
     """Roofline: attainable FLOP/s against arithmetic intensity (log-log), one roof per hardware profile
@@ -488,3 +482,8 @@ def roofline(proj: pd.DataFrame, profiles: Sequence | None = None, precision: st
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
+
+
+__all__ = ["NoData", "FAMILY_COLORS", "KIND_COLORS", "save", "run_labels", "run_order", "family_shares",
+           "attention_shares", "step_stats", "family_breakdown", "step_times", "seq_lengths", "attention_kinds",
+           "speedups", "roofline"]

@@ -169,8 +169,8 @@ def _quality(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _top_family(rid: str, ops: pd.DataFrame, meta: dict[str, Any]) -> tuple[str, float | None]:
     shares = (meta.get("summary") or {}).get("family_share") or {}
-    if not ops.empty and rid in set(ops["run_id"]):
-        run = ops[ops["run_id"] == rid]
+    run = ops[ops["run_id"] == rid] if not ops.empty else ops
+    if not run.empty:
         t = run.groupby(["family", "repeat"])["total_time_s"].sum().groupby("family").mean()
         shares = (t / t.sum()).to_dict()
     shares = {k: v for k, v in shares.items() if k != "Overhead" and _num(v) is not None}
@@ -200,6 +200,7 @@ def _summary(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> dic
 
 def _environment(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> tuple[dict, list[dict]]:
     rows, prov = [], []
+    paths = d["runs"].set_index("run_id")["path"]
     for rid in order:
         meta = d["metas"].get(rid, {})
         env, spec = meta.get("environment") or {}, meta.get("spec") or {}
@@ -214,7 +215,7 @@ def _environment(d: dict[str, Any], order: list[str], labels: dict[str, str]) ->
                      "stand_in": wl.get("stand_in", ""), "kind": wl.get("kind", ""),
                      "spec": json.dumps(spec, indent=1, sort_keys=True, default=str),
                      "info": json.dumps(meta.get("info") or {}, indent=1, sort_keys=True, default=str),
-                     "note": meta.get("note", ""), "path": str(d["runs"].set_index("run_id").loc[rid, "path"])})
+                     "note": meta.get("note", ""), "path": str(paths.loc[rid])})
     cols = ["run", "created (UTC)", "device", "device name", "CUDA", "torch", "python", "diffusers",
             "transformers", "genprof git", "platform", "CPUs / torch threads", "build s"]
     return table("table-environment", cols, rows, "Versions and machine of each run (from run.json)."), prov
@@ -277,7 +278,8 @@ def _derived_table(d: dict[str, Any], order: list[str], labels: dict[str, str]) 
 def _top_ops_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) -> dict[str, Any]:
     rows = []
     if not ops.empty:
-        for rid in [r for r in order if r in set(ops["run_id"])]:
+        present = set(ops["run_id"])
+        for rid in [r for r in order if r in present]:
             run = ops[ops["run_id"] == rid]
             n_rep = max(run["repeat"].nunique(), 1)
             total = run["total_time_s"].sum() / n_rep
@@ -300,7 +302,8 @@ def _top_ops_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) 
 def _seq_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) -> dict[str, Any]:
     rows = []
     if not ops.empty:
-        for rid in [r for r in order if r in set(ops["run_id"])]:
+        present = set(ops["run_id"])
+        for rid in [r for r in order if r in present]:
             p = seq_profile(ops[ops["run_id"] == rid])
             for r in p.itertuples():
                 rng = lambda a, b: cell(_fmt(a) if a == b else f"{_fmt(a)}–{_fmt(b)}", b)
@@ -317,8 +320,9 @@ def _optimizations(d: dict[str, Any], order: list[str], labels: dict[str, str]) 
     runs = d["runs"]
     base = runs[(runs["optimizations"] == "baseline") & (runs["status"] == "ok")]
     recs, rows, qkeys = [], [], []
+    by_id = runs.set_index("run_id")
     for rid in order:
-        r = runs.set_index("run_id").loc[rid]
+        r = by_id.loc[rid]
         if r["optimizations"] == "baseline":
             continue
         same = base[(base["workload"] == r["workload"]) & (base["size"] == r["size"]) & (base["batch"] == r["batch"])]
@@ -380,20 +384,28 @@ def _figures(d: dict[str, Any], opt_df: pd.DataFrame) -> tuple[list[dict], list[
         ("fig-speedups", "Optimizations", F.speedups, opt_df,
          "Speedup over the baseline run, quality metrics beside each bar."),
     ]
-    shown, skipped = [], []
     no_ops = "no op tables: only timing-mode runs (this figure needs --mode trace)"
     empties = {"fig-step-times": "no phase tables", "fig-speedups": "no optimized runs"}
-    for fid, title, fn, data, caption in specs:
-        empty = empties.get(fid, no_ops)
+    return _draw([(fid, title, caption, fn, data, empties.get(fid, no_ops))
+                  for fid, title, fn, data, caption in specs])
+
+
+def _draw(specs: Sequence[tuple], warn: bool = True) -> tuple[list[dict], list[str]]:
+    """Draw each (id, title, caption, fn, data, empty) as fn(data): the figures drawn, as embedded PNGs,
+    and a line per figure not drawn. Empty data (with an `empty` reason) or F.NoData skips a figure;
+    any other error skips it too (with a warning when `warn`), so that one figure never costs the report."""
+    shown, skipped = [], []
+    for fid, title, caption, fn, data, empty in specs:
         try:
-            if data is None or data.empty:
+            if empty is not None and (data is None or data.empty):
                 raise F.NoData(empty)
             fig = fn(data)
         except F.NoData as e:
             skipped.append(f"{title}: not drawn ({e})")
             continue
         except Exception as e:  # a figure bug must not cost the whole report
-            warnings.warn(f"figure {title!r} failed: {type(e).__name__}: {e}", stacklevel=3)
+            if warn:
+                warnings.warn(f"figure {title!r} failed: {type(e).__name__}: {e}", stacklevel=4)
             skipped.append(f"{title}: failed ({type(e).__name__}: {e})")
             continue
         shown.append({"id": fid, "title": title, "caption": caption, "png": _png(fig)})
@@ -582,21 +594,16 @@ def _roofline_section(d: dict[str, Any], roofline: dict[str, Any] | None) -> dic
                                 "Claim, the study's number, our projection at paper size and our measurements.")
     on_hw = proj[proj["hw"] == hw]
     from genprof.roofline.hardware import PROFILES
+    from genprof.roofline.paper import GPU_NAMES
 
-    profs = [PROFILES[n] for n in ("a100", "h100", "h200")] if hw in PROFILES else None
-    for fid, title, fn, caption in (
-            ("fig-roofline", "Roofline", lambda p: F.roofline(p, profiles=profs),
-             f"Ops at their arithmetic intensity and projected FLOP/s on {hw}; roofs and ridge points per profile; "
-             "point area ~ projected time."),
-            ("fig-projected-families", "Projected time by operator family",
-             lambda p: F.family_breakdown(p, time="time_s"),
-             f"Share of projected time per family on {hw} (launch-bound excess as Overhead).")):
-        try:
-            sec["figures"].append({"id": fid, "title": title, "caption": caption, "png": _png(fn(on_hw))})
-        except F.NoData as e:
-            sec["skipped"].append(f"{title}: not drawn ({e})")
-        except Exception as e:
-            sec["skipped"].append(f"{title}: failed ({type(e).__name__}: {e})")
+    profs = [PROFILES[n] for n in GPU_NAMES] if hw in PROFILES else None
+    sec["figures"], sec["skipped"] = _draw([
+        ("fig-roofline", "Roofline",
+         f"Ops at their arithmetic intensity and projected FLOP/s on {hw}; roofs and ridge points per profile; "
+         "point area ~ projected time.", lambda p: F.roofline(p, profiles=profs), on_hw, None),
+        ("fig-projected-families", "Projected time by operator family",
+         f"Share of projected time per family on {hw} (launch-bound excess as Overhead).",
+         lambda p: F.family_breakdown(p, time="time_s"), on_hw, None)], warn=False)
     fam = roofline.get("families")
     if fam is not None and not fam.empty:
         sec["tables"].append(_df_table("table-projected-families", "Projected family shares", fam,

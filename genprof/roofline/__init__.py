@@ -7,7 +7,7 @@ study's suite at `paper` size and sets the result beside the study's claims and
 our measurements. Nothing here runs a model except `paper`, through the API.
 """
 
-from genprof.roofline.hardware import PROFILES, HardwareProfile, get_profile, measure_local
+from genprof.roofline.hardware import PROFILES, HardwareProfile, canonical_name, get_profile, measure_local
 from genprof.roofline.project import project, project_run, summarize
 
-__all__ = ["PROFILES", "HardwareProfile", "get_profile", "measure_local", "project", "project_run", "summarize"]
+__all__ = ["PROFILES", "HardwareProfile", "canonical_name", "get_profile", "measure_local", "project", "project_run", "summarize"]

@@ -1,8 +1,10 @@
 """Hardware profiles for the roofline: peak FLOP/s per precision, memory bandwidth, efficiencies.
 
 A `HardwareProfile` holds a machine's datasheet peaks (dense FLOP/s per
-precision: fp32, tf32, bf16 = fp16; memory bandwidth), what we measured on it
-where we have a measurement, and the two efficiencies the projection uses:
+precision: fp32, tf32, bf16 = fp16; memory bandwidth), what was measured on it
+where there is a measurement (for the H200: figures reported from an earlier
+run, which scripts/gpu_check.py measures again), and the two efficiencies the
+projection uses:
 `eff_compute` (fraction of the datasheet FLOP/s a large GEMM reaches) and
 `eff_memory` (fraction of the datasheet bandwidth a device copy reaches).
 Where a measurement exists the efficiency is measured / datasheet.
@@ -81,8 +83,10 @@ class HardwareProfile:
 
 T, G = 1e12, 1e9
 # Datasheet: NVIDIA A100 (80GB SXM), H100 SXM5, H200 SXM; dense (no structured sparsity).
-# The H200's efficiencies are measured here (bf16 8192^3 matmul about 790 TFLOP/s, device copy
-# about 4.3 TB/s); A100 and H100 have no measurement of ours, so they take the same fractions.
+# The H200's efficiencies come from figures reported from an earlier H200 run (bf16 8192^3 matmul
+# about 790 TFLOP/s, device copy about 4.3 TB/s), not reproduced by this repository yet:
+# scripts/gpu_check.py measures both on a GPU. A100 and H100 have no measurement, so they take
+# the same fractions.
 H200_EFF_COMPUTE = 790e12 / 989.4e12
 H200_EFF_MEMORY = 4.3e12 / 4.8e12
 GPU_LAUNCH_S = 2e-6
@@ -91,28 +95,36 @@ PROFILES: dict[str, HardwareProfile] = {
     "a100": HardwareProfile(
         "a100", "A100-80GB SXM", "gpu", {"fp32": 19.5 * T, "tf32": 156 * T, "bf16": 312 * T}, 2039 * G,
         H200_EFF_COMPUTE, H200_EFF_MEMORY, launch_s=GPU_LAUNCH_S,
-        source="datasheet; efficiencies assumed equal to the H200's measured fractions"),
+        source="datasheet; efficiencies assumed equal to the H200's reported fractions"),
     "h100": HardwareProfile(
         "h100", "H100 SXM", "gpu", {"fp32": 67 * T, "tf32": 494.7 * T, "bf16": 989.4 * T}, 3350 * G,
         H200_EFF_COMPUTE, H200_EFF_MEMORY, launch_s=GPU_LAUNCH_S,
-        source="datasheet; efficiencies assumed equal to the H200's measured fractions"),
+        source="datasheet; efficiencies assumed equal to the H200's reported fractions"),
     "h200": HardwareProfile(
         "h200", "H200 SXM", "gpu", {"fp32": 67 * T, "tf32": 494.7 * T, "bf16": 989.4 * T}, 4800 * G,
         H200_EFF_COMPUTE, H200_EFF_MEMORY, measured_flops={"bf16": 790 * T}, measured_bandwidth_Bps=4.3e12,
-        launch_s=GPU_LAUNCH_S, source="datasheet; bf16 matmul 8192^3 and device copy measured on an H200"),
+        launch_s=GPU_LAUNCH_S, source="datasheet; bf16 matmul 8192^3 and device copy as reported from an earlier H200 run, "
+               "not reproduced by this repository yet (scripts/gpu_check.py measures them)"),
 }
 NAMES = (*PROFILES, "local")
 
 
-def get_profile(name: str, threads: int | None = None, measure: bool = True) -> HardwareProfile:
-    """A profile by name: a100 | h100 | h200 | local (this machine, measured and cached)."""
+def canonical_name(name: str) -> str:
+    """The profile name `name` stands for (a100 | h100 | h200 | local; case, `-` and `_` ignored,
+    A100-80GB / H100-SXM / H200-SXM accepted); an unknown name is a one-line GenprofError."""
     key = name.strip().lower().replace("-", "").replace("_", "")
     key = {"a10080gb": "a100", "h100sxm": "h100", "h200sxm": "h200"}.get(key, key)
-    if key in PROFILES:
-        return PROFILES[key]
+    if key not in NAMES:
+        raise unknown_choice("hardware", name, NAMES)
+    return key
+
+
+def get_profile(name: str, threads: int | None = None, measure: bool = True) -> HardwareProfile:
+    """A profile by name: a100 | h100 | h200 | local (this machine, measured and cached)."""
+    key = canonical_name(name)
     if key == "local":
         return measure_local(threads=threads) if measure else _cached_local(threads)
-    raise unknown_choice("hardware", name, NAMES)
+    return PROFILES[key]
 
 
 # ---------------------------------------------------------------------------------------------- local
@@ -144,11 +156,21 @@ def _cached_local(threads: int | None) -> HardwareProfile:
     import torch
 
     machine = _machine(threads or torch.get_num_threads())
-    p = _cache_file(machine)
-    if not p.is_file():
+    prof = _read_cache(_cache_file(machine))
+    if prof is None:
         raise GenprofError(f"no measured local profile for {machine['threads']} thread(s); "
                            "run `genprof project RUN_DIR --hw local` (measures in a few seconds)")
-    return _from_json(json.loads(p.read_text()))
+    return prof
+
+
+def _read_cache(path: Path) -> HardwareProfile | None:
+    """The cached profile at `path`; None when there is none or it is corrupt (then it is measured again)."""
+    if not path.is_file():
+        return None
+    try:
+        return _from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError):
+        return None
 
 
 def _from_json(d: dict[str, Any]) -> HardwareProfile:
@@ -164,11 +186,9 @@ def measure_local(threads: int | None = None, force: bool = False, seconds: floa
     threads = threads or before
     machine = _machine(threads)
     path = _cache_file(machine)
-    if path.is_file() and not force:
-        try:
-            return _from_json(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError):
-            pass  # corrupt cache: measure again
+    cached = None if force else _read_cache(path)
+    if cached is not None:
+        return cached
     torch.set_num_threads(threads)
     try:
         gemm = _gemm_flops(seconds)

@@ -12,7 +12,6 @@ not time anything itself: measurements are runs (given, or made by the CLI).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,7 +20,7 @@ import pandas as pd
 
 from genprof.profiler.taxonomy import FUSED_ATTENTION
 from genprof.roofline.hardware import PROFILES, HardwareProfile
-from genprof.roofline.project import decode_per_token, precision_of, project, step_weights, summarize
+from genprof.roofline.project import decode_per_token, precision_of, project, step_weights
 
 GPU_NAMES = ("a100", "h100", "h200")
 HEADLINE_HW = "h100"
@@ -79,7 +78,7 @@ def project_suite(counted: dict[str, dict[str, Any]], profiles: Sequence[Hardwar
     """Projection of every counted workload on every profile, rows weighted to the full run.
 
     One row per projected op row (time_s, flops, bytes already multiplied by the step weights),
-    plus `weight`, `hw`, `kind`.
+    plus `weight`, `hw`, `kind` and `time_once_s` (time_s of the counted row, before weighting).
     """
     profiles = list(profiles or [PROFILES[n] for n in GPU_NAMES])
     frames = []
@@ -90,7 +89,7 @@ def project_suite(counted: dict[str, dict[str, Any]], profiles: Sequence[Hardwar
         for hw in profiles:
             p = project(c["ops"], hw, dtype)
             w = step_weights(p, c["counts"])
-            p = p.assign(weight=w, kind=KINDS.get(name, ""))
+            p = p.assign(weight=w, kind=KINDS.get(name, ""), time_once_s=p["time_s"].astype(float))
             for col in ("time_s", "flops", "bytes"):
                 p[col] = p[col].astype(float) * w
             frames.append(p)
@@ -150,30 +149,30 @@ def projected_claims(proj: pd.DataFrame, hw_name: str = HEADLINE_HW) -> dict[str
         rec = {"conv_share": _fam_share(p, "Convolution", "time_s"), "linear_share": _fam_share(p, "Linear", "time_s"),
                "temporal_share": _temporal_share(p, "time_s"), "seq_ratio": _seq_ratio(p),
                "flash_speedup": (total - fused_att + unfused) / total if total else float("nan"),
-               "compute_bound_share": float(real.loc[real["bound"] == "compute", "time_s"].sum() / real["time_s"].sum()),
-               "total_s": float(total)}
-        for ph in ("prefill", "decode"):
-            sub = real[real["phase"] == ph]
-            if len(sub):
-                rec[f"{ph}_compute_bound_share"] = float(sub.loc[sub["bound"] == "compute", "time_s"].sum()
-                                                         / sub["time_s"].sum())
+               "compute_bound_share": float(real.loc[real["bound"] == "compute", "time_s"].sum() / real["time_s"].sum())}
         out[str(wl)] = rec
     return out
 
 
-def measured_claims(ops: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """The same quantities from measured baseline runs (op time, Overhead rows left out)."""
+def measured_claims(ops: pd.DataFrame, runs: pd.DataFrame | None = None) -> dict[str, dict[str, float]]:
+    """The same quantities from measured baseline runs (op time, Overhead rows left out): per
+    workload, its newest such run (by the runs table's `created`; by run id without one)."""
     out: dict[str, dict[str, float]] = {}
     if ops is None or ops.empty:
         return out
+    info = (runs.drop_duplicates("run_id").set_index("run_id") if runs is not None and not runs.empty
+            else pd.DataFrame())
+    created = info["created"] if "created" in info.columns else pd.Series(dtype=object)
     base = ops[ops["optimizations"].isin(["baseline", "attn=flash", "attn=sdpa"])]
     for wl, g in base.groupby("workload"):
-        rid = sorted(g["run_id"].unique())[-1]  # the newest baseline run of the workload
+        rid = max(g["run_id"].unique(), key=lambda i: (str(created.get(i, "")), i))  # the newest baseline run
         r = g[g["run_id"] == rid]
         out[str(wl)] = {"conv_share": _fam_share(r, "Convolution", "total_time_s"),
                         "linear_share": _fam_share(r, "Linear", "total_time_s"),
                         "temporal_share": _temporal_share(r, "total_time_s"), "seq_ratio": _seq_ratio(r),
                         "size": str(r["size"].iloc[0])}
+        if "dtype" in info.columns and rid in info.index:
+            out[str(wl)]["dtype"] = str(info.at[rid, "dtype"])
     return out
 
 
@@ -225,7 +224,6 @@ def headline_table(proj_claims: dict, cpu: dict, gpu: dict, cpu_speedups: dict[s
     trans = [n for n, k in KINDS.items() if k == "transformer-tti"]
     ttv = [n for n, k in KINDS.items() if k == "ttv"]
     label = PROFILES[hw_name].label
-    x = lambda v: f"{v:.2f}×"
     none = lambda d, what: what if d else NEEDS_GPU
     sizes = sorted({str(v.get("size")) for v in cpu.values() if v.get("size")})
     cpu_note = f" ({', '.join(sizes)})" if sizes else ""
@@ -280,8 +278,7 @@ def llm_check(counted: dict[str, dict[str, Any]], proj: pd.DataFrame) -> pd.Data
         p = proj[(proj["hw"] == hw_name) & (proj["workload"] == "llm")]
         if hw is None or p.empty:
             continue
-        unweighted = p.assign(time_s=p["time_s"] / p["weight"].where(p["weight"] != 0, 1.0))
-        tpot = decode_per_token(unweighted)
+        tpot = decode_per_token(p.assign(time_s=p["time_once_s"]))
         ctx = info["prompt_len"] + 1  # KV length of the first decode step
         kv = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * (cfg["hidden_size"] // cfg["num_attention_heads"]) * ctx * elem
         hand = (weights + kv) / hw.bandwidth
@@ -357,8 +354,8 @@ def build_paper(counted: dict[str, dict[str, Any]], measured_roots: Sequence[str
     proj = project_suite(counted)
     claims = projected_claims(proj) if not proj.empty else {}
     ops, runs = _runs_ops(measured_roots)
-    cpu = measured_claims(ops[ops["device"] == "cpu"]) if not ops.empty else {}
-    gpu = measured_claims(ops[ops["device"].astype(str).str.startswith("cuda")]) if not ops.empty else {}
+    cpu = measured_claims(ops[ops["device"] == "cpu"], runs) if not ops.empty else {}
+    gpu = measured_claims(ops[ops["device"].astype(str).str.startswith("cuda")], runs) if not ops.empty else {}
     speed = doc_speedups(attention_doc) if attention_doc else {}
     llm = llm_check(counted, proj) if not proj.empty else pd.DataFrame()
     llm_row = None
@@ -370,8 +367,19 @@ def build_paper(counted: dict[str, dict[str, Any]], measured_roots: Sequence[str
             "cpu": _llm_measured(runs, "cpu") or "—", "gpu": _llm_measured(runs, "cuda")}
     head = headline_table(claims, cpu, gpu, speed, llm_row, size=size)
     return {"projection": proj, "headline": head, "families": family_table(proj) if not proj.empty else pd.DataFrame(),
-            "llm": llm, "claims": claims, "counted": counted,
+            "llm": llm, "cpu_measured": {k: sorted({str(v[k]) for v in cpu.values() if v.get(k)})
+                                         for k in ("size", "dtype")},
             "failed": {n: c["error"] for n, c in counted.items() if "error" in c}}
+
+
+def _cpu_where(measured: dict[str, list[str]] | None) -> str:
+    """Where the CPU measurements come from: "at `small`\nsize (float32; ...)" from the runs used."""
+    sizes, dtypes = (measured or {}).get("size") or [], (measured or {}).get("dtype") or []
+    what = "shares of op time, genprof's own overhead left out"
+    if not sizes:
+        return f"where such runs were given\n({what})"
+    at = ", ".join(f"`{v}`" for v in sizes)
+    return f"at {at}\nsize{'s' if len(sizes) > 1 else ''} ({', '.join(dtypes) + '; ' if dtypes else ''}{what})"
 
 
 def markdown(paper: dict[str, Any], command: str, size: str = "paper") -> str:
@@ -389,8 +397,7 @@ Reproduce: `{command}`
 
 The claim and the study's number; our projection at `{size}` size (meta-device counts in bfloat16,
 projected with the roofline model of `genprof/roofline/project.py` on the {PROFILES[HEADLINE_HW].label}
-profile; docs/roofline.md says what the model leaves out); our measurement on a CPU at `small`
-size (float32; shares of op time, genprof's own overhead left out); and on a GPU where such runs
+profile; docs/roofline.md says what the model leaves out); our measurement on a CPU {_cpu_where(paper.get("cpu_measured"))}; and on a GPU where such runs
 were given. A cell that needs a GPU says so.
 
 {to_markdown(paper["headline"])}
