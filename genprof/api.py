@@ -60,7 +60,7 @@ def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
     """The workload and optimizations of a spec, or a one-line GenprofError."""
     wl = workloads.get(spec.workload)
     wl.check(spec)
-    opts = optimizations.resolve(spec.optimizations, spec)
+    opts = optimizations.resolve(spec.optimizations, spec, wl)
     if spec.device == "meta" and spec.mode != "trace":
         raise GenprofError("--device meta counts FLOPs and bytes without running anything; use --mode trace")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
@@ -72,21 +72,18 @@ def build(spec: RunSpec) -> Built:
     """Build the workload of a spec and apply its optimizations.
 
     The plain build is cached within the process (keyed by everything that
-    shapes the model and inputs); optimizations wrap it without changing it,
-    except those that declare `mutates`, which get a fresh build.
+    shapes the model and inputs); optimizations configure a copy of it (its
+    engine, its contexts) and never change the cached one.
     """
     wl, opts = validate(spec)
-    if any(o.mutates for o in opts):
-        built = _build_plain(wl, spec)
-    else:
-        key = (spec.workload, spec.size, spec.batch, spec.steps, spec.tokens, spec.dtype, spec.device,
-               spec.seed, spec.weights, repr(spec.params))
-        if key not in _CACHE:
-            _CACHE[key] = _build_plain(wl, spec)
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
-        _CACHE.move_to_end(key)
-        built = _CACHE[key]
+    key = (spec.workload, spec.size, spec.batch, spec.steps, spec.tokens, spec.dtype, spec.device,
+           spec.seed, spec.weights, repr(spec.params))
+    if key not in _CACHE:
+        _CACHE[key] = _build_plain(wl, spec)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    built = _CACHE[key]
     for o in opts:
         built = o.apply(built)
     return built
@@ -146,8 +143,10 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
         if ops is not None:
             writer.write_table(store.OPS, ops)
         meta["summary"] = summarize_run(m, wl, built.info)
+        check_attention_kernels(built.info.get("attention_backend"), meta["summary"])
         if built.quality is not None and spec.device != "meta":  # lossy optimization: quality beside speed
-            meta["summary"]["quality"] = built.quality(output)
+            with torch.inference_mode():
+                meta["summary"]["quality"] = built.measure_quality(output)
         meta["status"] = "ok"
     except KeyboardInterrupt:
         writer.abort()
@@ -172,6 +171,21 @@ def ops_from_trace(path: str | Path, module_types: dict[str, str] | None = None,
     from genprof.profiler import events, optable
 
     return optable.build(events.from_chrome_trace(path), module_types or {}, attention_kinds or {})
+
+
+def check_attention_kernels(backend: str | None, summary: dict[str, Any]) -> None:
+    """Record which attention backend the trace shows ran, and fail the run when it is not the one asked for:
+    a measurement that is not what it says it is must not be stored as one."""
+    from genprof.optimizations.attention import backend_of
+
+    kernels = summary.get("attention_kernels")
+    if kernels is None:  # timing mode: no trace to check against
+        return
+    ran = backend_of(kernels)
+    summary["attention_backend_ran"] = ran
+    if backend and backend != "sdpa" and ran not in (backend, "none"):
+        raise GenprofError(f"attn={backend} was asked for but the trace shows {ran} attention "
+                           f"({', '.join(sorted(kernels))}): the run would not measure what it says")
 
 
 def summarize_run(m: Any, wl: Any, info: dict[str, Any]) -> dict[str, Any]:

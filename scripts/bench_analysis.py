@@ -147,7 +147,7 @@ def make_trace(tokens: int, dest: Path) -> tuple[object, dict, dict]:
         with session._quiet_stderr():
             prof.start()
         with record_function(scopes.REPEAT + "0"), torch.inference_mode():
-            built.infer(scopes.TracePhases())
+            built.run(scopes.TracePhases())
         with session._quiet_stderr():
             prof.stop()
     run_s = time.perf_counter() - t0

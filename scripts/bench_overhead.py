@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from genprof import api, store  # noqa: E402
 from genprof.profiler import session  # noqa: E402
 from genprof.profiler.timers import synchronize  # noqa: E402
-from genprof.workloads.base import NullPhases  # noqa: E402
+from genprof.phases import NullPhases  # noqa: E402
 
 CONDITIONS = ("bare", "timing", "profiler", "trace")
 
@@ -66,7 +66,7 @@ def bare(built, device) -> Clock:
     synchronize(device)
     with Clock() as c:
         with torch.inference_mode():
-            built.infer(NullPhases())
+            built.run(NullPhases())
         synchronize(device)
     return c
 
@@ -86,7 +86,7 @@ def profiler_alone(built, device) -> tuple[Clock, float, int]:
         with session._quiet_stderr():
             prof.start()
         with torch.inference_mode():
-            built.infer(NullPhases())
+            built.run(NullPhases())
         synchronize(device)
         with session._quiet_stderr():
             prof.stop()

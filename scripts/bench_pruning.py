@@ -56,22 +56,21 @@ def _lazy_opt(keep: float) -> str:
 def lazyllm_ttft(size: str, repeats: int) -> dict[str, Any]:
     """Median prefill time of the unpruned model and of each keep rate, alternating in one process."""
     from genprof.api import build
-    from genprof.optimizations.lazyllm import LazyEngine, parse_schedule
+    from genprof.engine import Prompt
+    from genprof.optimizations.lazyllm import LazyPolicy, parse_schedule
     from genprof.spec import RunSpec
-    from genprof.workloads.llm import _cache_kwarg, new_cache
 
     built = build(RunSpec("llm", size=size))
     model, prompt = built.parts["model"], built.inputs["prompt"]
-    kw = _cache_kwarg(model)
-    engines = {keep: LazyEngine(model, parse_schedule(None, str(keep), model.config.num_hidden_layers))
-               for keep in KEEPS}
+    L = model.config.num_hidden_layers
+    plain = built.engine.configure(prompt=lambda phases: Prompt([prompt], 0))  # prefill only
+    engines = {keep: plain.with_policy(LazyPolicy(parse_schedule(None, str(keep), L), L)) for keep in KEEPS}
 
     def baseline() -> None:
-        model(prompt, use_cache=True, logits_to_keep=1, **{kw: new_cache(model)})
+        plain.run()
 
     def lazy(keep: float) -> None:
-        engines[keep].forward(prompt, use_cache=True, logits_to_keep=1, **{kw: new_cache(model)})
-        engines[keep].reset()
+        engines[keep].run()
 
     runs: list[tuple[str, Any]] = [("unpruned", baseline)] + [(f"keep={k}", (lambda k=k: lazy(k))) for k in KEEPS]
     times: dict[str, list[float]] = {name: [] for name, _ in runs}
@@ -86,7 +85,7 @@ def lazyllm_ttft(size: str, repeats: int) -> dict[str, Any]:
     med = {name: statistics.median(v) for name, v in times.items()}
     return {"median_s": med, "samples": times, "prompt_len": int(prompt.shape[1]),
             "layers": model.config.num_hidden_layers,
-            "alive": {k: e.prefill_alive[0] if e.prefill_alive else [] for k, e in engines.items()}}
+            "alive": {k: e.policies[0].info.get("alive_per_layer", []) for k, e in engines.items()}}
 
 
 def lazyllm_flops(size: str) -> dict[str, Any]:
@@ -111,7 +110,7 @@ def lazyllm_quality(n: int, tokens: int) -> dict[str, Any]:
     from genprof.api import build
     from genprof.spec import OptSpec, RunSpec
     from genprof.workloads import retrieval as R
-    from genprof.workloads.base import NullPhases
+    from genprof.phases import NullPhases
 
     out: dict[str, Any] = {}
     for keep in KEEPS:
@@ -119,8 +118,8 @@ def lazyllm_quality(n: int, tokens: int) -> dict[str, Any]:
                        params=(("task", "retrieval"),), optimizations=(OptSpec.parse(_lazy_opt(keep)),))
         built = build(spec)
         with torch.inference_mode():
-            output = built.infer(NullPhases())
-            q = built.quality(output)
+            output = built.run(NullPhases())
+            q = built.measure_quality(output)
         q["alive_fraction_per_layer"] = built.info["lazyllm"]["alive_fraction_per_layer"]
         q["revived_tokens"] = built.info["lazyllm"]["revived_tokens"]
         q["layers"] = built.info["lazyllm"]["layers"]
@@ -152,11 +151,11 @@ def bench_lazyllm(args: argparse.Namespace) -> str:
     else:  # quality needs the trained model: python scripts/train_retrieval.py
         print("lazyllm: no trained retrieval model, quality not measured", flush=True)
         nan = float("nan")
-        ql = {f"keep={k}": {"retrieval_accuracy": nan, "retrieval_accuracy_unpruned": nan,
+        ql = {f"keep={k}": {"accuracy": nan, "accuracy_unpruned": nan,
                             "next_token_agreement": nan, "first_token_kl": nan, "layers": [], "num_layers": None}
               for k in KEEPS}
     base_t, base_f = tt["median_s"]["unpruned"], fl["unpruned"]["counted"]
-    acc0 = ql["keep=1.0"]["retrieval_accuracy_unpruned"]
+    acc0 = ql["keep=1.0"]["accuracy_unpruned"]
     rows = []
     for k in KEEPS:
         name = f"keep={k}"
@@ -164,12 +163,12 @@ def bench_lazyllm(args: argparse.Namespace) -> str:
         alive = "/".join(str(a) for a in tt["alive"][k])
         rows.append(f"| {k}{' (default)' if k == DEFAULT_KEEP else ''} | {alive} | {t * 1e3:.1f} | "
                     f"{base_t / t:.2f}x | {f['counted'] / base_f:.3f} | {f['estimate_fraction']:.3f} | "
-                    f"{q['retrieval_accuracy'] * 100:.1f} | {(q['retrieval_accuracy'] - acc0) * 100:+.1f} | "
+                    f"{q['accuracy'] * 100:.1f} | {(q['accuracy'] - acc0) * 100:+.1f} | "
                     f"{q['next_token_agreement']:.3f} | {q['first_token_kl']:.4f} |")
         print(rows[-1], flush=True)
     d = tt["median_s"]
     default_speedup = base_t / d[f"keep={DEFAULT_KEEP}"]
-    default_drop = (ql[f"keep={DEFAULT_KEEP}"]["retrieval_accuracy"] - acc0) * 100
+    default_drop = (ql[f"keep={DEFAULT_KEEP}"]["accuracy"] - acc0) * 100
     env = (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, one torch thread, "
            f"{time.strftime('%Y-%m-%d')}")
     cmd = "python scripts/bench_pruning.py --method lazyllm" + (" --quick" if args.quick else "")
@@ -242,7 +241,7 @@ def lazyllm_layers_quality() -> dict[str, dict[str, Any]]:
     from genprof.api import build
     from genprof.spec import OptSpec, RunSpec
     from genprof.workloads import retrieval as R
-    from genprof.workloads.base import NullPhases
+    from genprof.phases import NullPhases
 
     out: dict[str, dict[str, Any]] = {}
     for name, opt in [("default", "lazyllm"), ("low_keep", f"lazyllm:keep={LOW_KEEP}"), ("early", EARLY_OPT)]:
@@ -250,9 +249,9 @@ def lazyllm_layers_quality() -> dict[str, dict[str, Any]]:
                        params=(("task", "retrieval"),), optimizations=(OptSpec.parse(opt),))
         built = build(spec)
         with torch.inference_mode():
-            q = built.quality(built.infer(NullPhases()))
+            q = built.measure_quality(built.run(NullPhases()))
         info = built.info["lazyllm"]
-        out[name] = {"accuracy": q["retrieval_accuracy"], "accuracy_unpruned": q["retrieval_accuracy_unpruned"],
+        out[name] = {"accuracy": q["accuracy"], "accuracy_unpruned": q["accuracy_unpruned"],
                      "first_token_kl": q["first_token_kl"], "layers": info["layers"],
                      "num_layers": info["num_layers"],
                      "alive_fraction_end": info["alive_per_layer"][-1] / info["prompt_tokens"]}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import contextlib
 import statistics
 import tempfile
 import time
@@ -31,9 +32,8 @@ from typing import Any
 import torch
 
 import genprof
-from genprof.optimizations.vision_prune import compare, reference
+from genprof.optimizations import quality as Q
 from genprof.workloads import visual_retrieval as vr
-from genprof.workloads.llava import Sparsity
 
 KEEPS = (1.0, 0.5, 0.2, 0.1)
 LAYER = 2
@@ -70,6 +70,27 @@ def counted(size: str, device: str, keeps: tuple[float, ...], tokens: int, out: 
     return rows
 
 
+class _FirstToken:
+    """Phases that time vision + prefill (the time to first token) and stop the generation there."""
+
+    class Done(Exception):
+        pass
+
+    def __init__(self):
+        self.t0, self.ttft = time.perf_counter(), None
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        if name == "decode":
+            self.ttft = time.perf_counter() - self.t0
+            raise self.Done
+        yield
+
+    @contextlib.contextmanager
+    def step(self, index: int):
+        yield
+
+
 def ttft(keeps: tuple[float, ...], repeats: int, tokens: int) -> dict[float, float]:
     """Median time to first token at `small` (vision + prefill), keep rates alternating, one thread."""
     torch.set_num_threads(1)
@@ -78,38 +99,40 @@ def ttft(keeps: tuple[float, ...], repeats: int, tokens: int) -> dict[float, flo
     times: dict[float, list[float]] = {keep: [] for keep in keeps}
     for r in range(repeats + 1):  # the first round warms up
         for keep in keeps:
-            runner, inputs, _, sp = builts[keep].infer.llava
+            timer = _FirstToken()
             with torch.inference_mode():
-                t0 = time.perf_counter()
-                runner.generate(sp, inputs.pixel_values, inputs.prefix, inputs.suffix, 0)
-                if r:
-                    times[keep].append(time.perf_counter() - t0)
+                try:
+                    builts[keep].run(timer)
+                except _FirstToken.Done:
+                    pass
+            if r:
+                times[keep].append(timer.ttft)
     return {keep: statistics.median(v) for keep, v in times.items()}
 
 
-def kv_memory(keeps: tuple[float, ...], tokens: int) -> dict[float, dict[str, float]]:
-    """KV-cache entries after decoding at paper size (analytic plan, equal to what the runner keeps)."""
+def kv_memory(keeps: tuple[float, ...], tokens: int, out_dir: Path) -> dict[float, dict[str, float]]:
+    """KV-cache entries after decoding at paper size (a meta-device run: the caches' lengths, no memory)."""
     out = {}
     for keep in keeps:
         for text_keep in (None, 0.5):
-            built = genprof.build(genprof.make_spec("llava", size="paper", device="meta", tokens=tokens,
-                                                    optimizations=_opts(keep, text_keep) or ["text-prune:keep=1.0"]))
-            plan = built.info.get("text_prune") or built.info.get("vision_prune")
+            res = genprof.run("llava", size="paper", device="meta", tokens=tokens, out=out_dir,
+                              optimizations=_opts(keep, text_keep) or ["text-prune:keep=1.0"])
+            assert res.ok, res.meta.get("reason")
+            info = res.meta["info"]
+            kv = (info.get("text_prune") or info["vision_prune"])["kv_entries_per_layer"]
+            full = (info["prompt_len"] + tokens) * len(kv)
             out.setdefault(keep, {})["kv_fraction" if text_keep is None else "kv_fraction_text_prune_0.5"] = \
-                plan["kv_entries_fraction"]
+                sum(kv) / full
     return out
 
 
 def quality(keeps: tuple[float, ...], samples: int) -> dict[float, dict[str, Any]]:
-    built = genprof.build(genprof.make_spec("llava", batch=samples, seed=vr.EVAL_SEED, tokens=1,
-                                            params={"task": "retrieval"}))
-    runner, inputs, tokens, _ = built.infer.llava
-    ref = reference(runner, inputs, tokens)  # the unpruned model, once for every keep rate
-    out = {}
-    for keep in keeps:
-        sp = Sparsity(vision=keep < 1.0, vision_layer=LAYER, vision_keep=keep)
-        out[keep] = compare(runner, inputs, tokens, sp, ref=ref)
-    return out
+    def build(keep: float):
+        return genprof.build(genprof.make_spec("llava", batch=samples, seed=vr.EVAL_SEED, tokens=1,
+                                               params={"task": "retrieval"}, optimizations=_opts(keep)))
+
+    ref = Q.reference(build(1.0))  # the unpruned model, once for every keep rate
+    return {keep: Q.measure(build(keep), None, ref=ref) for keep in keeps}
 
 
 def run_vision(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -119,8 +142,8 @@ def run_vision(args: argparse.Namespace) -> list[dict[str, Any]]:
         out = Path(tmp)
         paper = counted("paper", "meta", keeps, 1, out)
         small = counted("small", "cpu", keeps, 1, out)
+        kv = kv_memory(keeps, args.tokens, out)
     times = ttft(keeps, args.repeats, 1)
-    kv = kv_memory(keeps, args.tokens)
     qual = quality(keeps, args.samples)
     rows = []
     for keep in keeps:
@@ -136,7 +159,7 @@ def run_vision(args: argparse.Namespace) -> list[dict[str, Any]]:
             "paper_kv_fraction_text_prune_0.5": kv[keep]["kv_fraction_text_prune_0.5"],
             "accuracy": qual[keep]["accuracy"], "accuracy_unpruned": qual[keep]["accuracy_unpruned"],
             "first_token_agreement": qual[keep]["first_token_agreement"],
-            "kl_first_token": qual[keep]["kl_first_token"],
+            "first_token_kl": qual[keep]["first_token_kl"],
         })
     return rows
 
@@ -152,7 +175,7 @@ def section(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{r['paper_prefill_flops_vs_unpruned']:.3f} | {r['paper_ttft_flops_vs_unpruned']:.3f} | "
         f"{r['small_prefill_flops_vs_unpruned']:.3f} | {r['small_ttft_s']:.4f} | {r['small_ttft_speedup']:.2f}x | "
         f"{r['paper_kv_fraction']:.3f} ({r['paper_kv_fraction_text_prune_0.5']:.3f}) | {r['accuracy']:.3f} | "
-        f"{r['first_token_agreement']:.3f} | {r['kl_first_token']:.4f} |\n" for r in rows)
+        f"{r['first_token_agreement']:.3f} | {r['first_token_kl']:.4f} |\n" for r in rows)
     return f"""## Vision-context sparsification on LLaVA (`--opt vision-prune`, `--opt text-prune`)
 
 Measured by `python scripts/bench_vision_pruning.py` ({args.repeats} timed repeats per keep rate, alternating,

@@ -9,7 +9,7 @@ import genprof
 from genprof.errors import GenprofError
 from genprof.optimizations.attention import math_attention
 from genprof.spec import RunSpec
-from genprof.workloads.base import NullPhases
+from genprof.phases import NullPhases
 
 F = torch.nn.functional
 CPU_BACKENDS = ("sdpa", "flash")
@@ -21,7 +21,7 @@ RTOL, ATOL = 1e-4, 1e-4
 def _output(workload: str, backend: str):
     built = genprof.build(genprof.make_spec(workload, size="tiny", optimizations=[f"attn={backend}"]))
     with torch.inference_mode():
-        return built.infer(NullPhases())
+        return built.run(NullPhases())
 
 
 @pytest.mark.parametrize("workload", genprof.list_workloads())
@@ -85,6 +85,6 @@ def test_optimized_build_leaves_the_cached_model_unchanged():
     plain = genprof.build(RunSpec("llm", size="tiny"))
     math_built = genprof.build(genprof.make_spec("llm", size="tiny", optimizations=["attn=math"]))
     with torch.inference_mode():
-        math_built.infer(NullPhases())  # attn=math swaps SDPA in only while it runs
+        math_built.run(NullPhases())  # attn=math swaps SDPA in only while it runs
     assert genprof.build(RunSpec("llm", size="tiny")) is plain
     assert F.scaled_dot_product_attention.__module__ != "genprof.optimizations.attention"

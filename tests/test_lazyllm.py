@@ -1,7 +1,7 @@
 """LazyLLM token pruning (`--opt lazyllm`) on the `llm` workload.
 
 Exactness: with keep=1.0 at every pruning layer, the prefill logits and the
-logits of every decode step equal the unpruned transformers model (float32,
+logits of every (teacher-forced) decode step equal the unpruned transformers model (float32,
 CPU, rtol = atol = 1e-4; sdpa and eager attention; GQA), and greedy tokens are
 identical. Pruning drops tokens (alive counts per layer), revival never
 computes a (token, layer) twice, and on the trained retrieval model the
@@ -18,13 +18,16 @@ import torch
 
 import genprof
 from genprof.api import build
+from genprof.engine import DecoderEngine, Prompt
 from genprof.errors import GenprofError
 from genprof.optimizations import lazyllm as LZ
 from genprof.optimizations.base import resolve
+from genprof.phases import NullPhases
 from genprof.spec import OptSpec, RunSpec
+from genprof.workloads import get as get_workload
 from genprof.workloads import retrieval as R
-from genprof.workloads.base import Built, NullPhases
-from genprof.workloads.llm import _cache_kwarg, build_model, new_cache
+from genprof.workloads.base import Built, cache_kwarg, dynamic_cache
+from genprof.workloads.llm import build_model
 
 from conftest import run_cli
 
@@ -58,7 +61,7 @@ def prompt_ids(batch: int = 2) -> torch.Tensor:
 @torch.inference_mode()
 def hf_reference(model, ids):
     """Logits of the prefill and of every greedy decode step, and the tokens, from the unpruned model."""
-    kw = {_cache_kwarg(model): new_cache(model)}
+    kw = {cache_kwarg(model): dynamic_cache(model)}
     logits = [model(ids, use_cache=True, logits_to_keep=1, **kw).logits[:, -1]]
     toks = [logits[0].argmax(-1, keepdim=True)]
     for _ in range(STEPS):
@@ -67,13 +70,16 @@ def hf_reference(model, ids):
     return logits, toks
 
 
+def lazy_engine(model, ids, layers, keep, steps=STEPS):
+    policy = LZ.LazyPolicy(LZ.parse_schedule(layers, keep, 4), 4)
+    return DecoderEngine(model, prompt=lambda phases: Prompt([ids], steps)).with_policy(policy), policy
+
+
 @torch.inference_mode()
-def lazy_logits(engine, ids, toks):
-    kw = {_cache_kwarg(engine.model): new_cache(engine.model)}
-    out = [engine.forward(ids, **kw).logits[:, -1]]
-    for t in toks[:STEPS]:
-        out.append(engine.forward(t, **kw).logits[:, -1])
-    return out, engine.states[id(kw[_cache_kwarg(engine.model)])]
+def lazy_logits(engine, toks):
+    """Teacher-forced on `toks`: the logits of the prefill and of every decode step, and the caches."""
+    gen = engine.run(force=torch.cat(toks, 1), collect=True)
+    return gen.logits, gen.caches
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -81,39 +87,32 @@ def test_keep_one_equals_the_unpruned_model(attn):
     model = model_for(attn)
     ids = prompt_ids()
     ref, toks = hf_reference(model, ids)
-    engine = LZ.LazyEngine(model, LZ.parse_schedule("1/2/3", "1.0", 4))
-    got, _ = lazy_logits(engine, ids, toks)
+    engine, _ = lazy_engine(model, ids, "1/2/3", "1.0")
+    got, _ = lazy_logits(engine, toks)
+    assert len(got) == len(ref)
     for step, (a, b) in enumerate(zip(ref, got)):
         torch.testing.assert_close(b, a, rtol=RTOL, atol=ATOL, msg=f"step {step}")
     # through the optimization on a built workload: the same greedy tokens
-    built = Built(parts={"model": model}, infer=None, info={}, inputs={"prompt": ids})
-
-    def infer(phases):
-        kw = {_cache_kwarg(model): new_cache(model)}
-        with torch.inference_mode():
-            t = model(ids, use_cache=True, logits_to_keep=1, **kw).logits[:, -1].argmax(-1, keepdim=True)
-            out = [t]
-            for _ in range(STEPS):
-                t = model(t, use_cache=True, **kw).logits[:, -1].argmax(-1, keepdim=True)
-                out.append(t)
-        return torch.cat(out, 1)
-
-    base = infer(None)
-    lazy = LZ.LazyLLM(OptSpec("lazyllm", (("layers", "1/2/3"), ("keep", "1.0")))).apply(
-        Built(parts=built.parts, infer=infer, info={}, inputs=built.inputs))
-    out = lazy.infer(NullPhases())
+    built = Built(parts={"model": model}, engine=DecoderEngine(model, prompt=lambda phases: Prompt([ids], STEPS)),
+                  inputs={"prompt": ids})
+    with torch.inference_mode():
+        base = built.run(NullPhases())
+        lazy = LZ.LazyLLM(OptSpec("lazyllm", (("layers", "1/2/3"), ("keep", "1.0")))).apply(built)
+        out = lazy.run(NullPhases())
     assert torch.equal(out, base) and torch.equal(out, torch.cat(toks, 1))
-    assert "forward" not in model.__dict__  # the model is left as it was
-    q = lazy.quality(out)
+    assert not any("forward" in m.__dict__ for m in model.modules())  # the model is left as it was
+    assert built.engine.policies == ()  # and so is the plain build's engine
+    q = lazy.measure_quality(out)
     assert q["next_token_agreement"] == 1.0 and q["first_token_kl"] < 1e-6
 
 
 def test_pruning_drops_tokens_progressively():
     model = model_for("sdpa")
-    engine = LZ.LazyEngine(model, LZ.parse_schedule("1/2/3", "0.5", 4))
-    ref, toks = hf_reference(model, prompt_ids(1))
-    lazy_logits(engine, prompt_ids(1), toks)
-    assert engine.prefill_alive == [[40, 20, 10, 5]]
+    ids = prompt_ids(1)
+    engine, policy = lazy_engine(model, ids, "1/2/3", "0.5")
+    _, toks = hf_reference(model, ids)
+    lazy_logits(engine, toks)
+    assert policy.info["alive_per_layer"] == [40, 20, 10, 5]
     # the default schedule on 8 layers: 2/4/6 at 50% each
     assert LZ.parse_schedule(None, None, 8) == [(2, 0.5), (4, 0.5), (6, 0.5)]
     assert LZ.parse_schedule(None, None, 32) == [(8, 0.5), (16, 0.5), (24, 0.5)]
@@ -123,37 +122,37 @@ def test_pruning_drops_tokens_progressively():
 
 def test_last_token_kept_in_order_with_original_positions():
     model = model_for("eager")
-    engine = LZ.LazyEngine(model, LZ.parse_schedule("1/3", "0.2", 4))
+    engine, _ = lazy_engine(model, prompt_ids(1), "1/3", "0.2", steps=0)
     with torch.inference_mode():
-        _, st = engine.prefill(prompt_ids(1)[0])
-    for l in range(4):
-        pos = st.pos[l].tolist()
+        cache = engine.run().caches[0]
+    for layer in range(4):
+        pos = cache.pos[layer][0].tolist()
         assert pos == sorted(pos) and pos[-1] == PROMPT - 1
-    assert len(st.pos[3]) == 2 and len(st.pos[1]) == 8
+    assert cache.length(3) == 2 and cache.length(1) == 8
 
 
 def test_revival_computes_each_token_once_per_layer():
     model = model_for("sdpa")
-    engine = LZ.LazyEngine(model, LZ.parse_schedule("1/2/3", "0.4", 4))
-    engine.log = []
     ids = prompt_ids(1)
+    engine, policy = lazy_engine(model, ids, "1/2/3", "0.4")
+    policy.log = []
     _, toks = hf_reference(model, ids)
-    lazy_logits(engine, ids, toks)
-    st = next(iter(engine.states.values()))[0]
+    _, caches = lazy_logits(engine, toks)
+    cache = caches[0]
+    st = cache.state["lazyllm"]
     seen: set[tuple[int, int]] = set()
-    for layer, positions in engine.log:
+    for layer, positions in policy.log:
         for p in positions:
             assert (p, layer) not in seen, f"token {p} computed twice at layer {layer}"
             seen.add((p, layer))
     assert sum(st.revived.values()) > 0  # some pruned tokens came back
-    for l in range(1, 4):  # caches nest; the auxiliary cache of l is exactly what l-1 has and l lacks
-        prev, cur = set(st.pos[l - 1].tolist()), set(st.pos[l].tolist())
-        assert cur <= prev and len(cur) == len(st.pos[l])
-        assert set(st.aux_pos[l].tolist()) == prev - cur
-        assert st.aux_hidden[l].shape[0] == st.aux_pos[l].shape[0]
+    for layer in range(1, 4):  # caches nest; the auxiliary cache of l is exactly what l-1 has and l lacks
+        prev, cur = set(cache.pos[layer - 1][0].tolist()), set(cache.pos[layer][0].tolist())
+        assert cur <= prev and len(cur) == cache.length(layer)
+        assert set(st.aux_pos[layer].tolist()) == prev - cur
+        assert st.aux_hidden[layer].shape[0] == st.aux_pos[layer].shape[0]
     # every logged computation is in a cache: nothing computed and thrown away
-    assert len(seen) == sum(len(p) for p in st.pos)
-
+    assert len(seen) == sum(cache.lengths())
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +172,10 @@ def test_trained_retrieval_model_and_default_schedule_quality(retrieval_model):
     built = build(spec)
     assert torch.equal(built.inputs["prompt"].cpu(), R.make_batch(R.EVAL_N, R.N_PAIRS, R.EVAL_SEED)[0])
     with torch.inference_mode():
-        out = built.infer(NullPhases())
-    q = built.quality(out)
-    assert q["retrieval_accuracy_unpruned"] == pytest.approx(unpruned)
-    assert q["retrieval_accuracy"] >= unpruned - 0.02, q
+        out = built.run(NullPhases())
+    q = built.measure_quality(out)
+    assert q["accuracy_unpruned"] == pytest.approx(unpruned)
+    assert q["accuracy"] >= unpruned - 0.02, q
     assert 0 <= q["first_token_kl"] < 1.0 and q["next_token_agreement"] > 0.9, q
     info = built.info["lazyllm"]
     assert info["layers"] == [2, 3, 5] and info["prefill_flops_fraction"] < 0.6
@@ -191,9 +190,9 @@ def test_pruning_before_the_lookup_costs_accuracy():
                    params=(("task", "retrieval"),), optimizations=(OptSpec.parse("lazyllm:layers=1,keep=0.5"),))
     built = build(spec)
     with torch.inference_mode():
-        q = built.quality(built.infer(NullPhases()))
-    assert q["retrieval_accuracy_unpruned"] == 1.0
-    assert 0.25 <= q["retrieval_accuracy"] <= 0.75 and q["first_token_kl"] > 1.0, q
+        q = built.measure_quality(built.run(NullPhases()))
+    assert q["accuracy_unpruned"] == 1.0
+    assert 0.25 <= q["accuracy"] <= 0.75 and q["first_token_kl"] > 1.0, q
 
 
 def test_cli_run_stores_quality_and_pruning_info(tmp_path):
@@ -215,7 +214,7 @@ def test_retrieval_task_through_run_reports_accuracy(tmp_path):
                       optimizations=(OptSpec("lazyllm"),))
     assert res.ok, res.meta.get("traceback")
     q = res.meta["summary"]["quality"]
-    assert "retrieval_accuracy" in q and q["retrieval_accuracy"] >= 0.85
+    assert "accuracy" in q and q["accuracy"] >= 0.85
 
 
 @pytest.mark.parametrize("opt, needle", [
@@ -230,17 +229,17 @@ def test_retrieval_task_through_run_reports_accuracy(tmp_path):
 def test_bad_options_are_one_line_errors(opt, needle):
     spec = RunSpec("llm", optimizations=(OptSpec.parse(opt),))
     with pytest.raises(GenprofError) as e:
-        resolve(spec.optimizations, spec)
+        resolve(spec.optimizations, spec, get_workload("llm"))
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_refused_elsewhere_and_with_schedules():
     spec = RunSpec("stable-diffusion", optimizations=(OptSpec("lazyllm"),))
     with pytest.raises(GenprofError, match="does not apply to 'stable-diffusion'"):
-        resolve(spec.optimizations, spec)
+        resolve(spec.optimizations, spec, get_workload("stable-diffusion"))
     spec = RunSpec("llm", optimizations=(OptSpec("lazyllm"), OptSpec("prepack")))
     with pytest.raises(GenprofError, match="cannot be combined"):
-        resolve(spec.optimizations, spec)
+        resolve(spec.optimizations, spec, get_workload("llm"))
     with pytest.raises(GenprofError, match="meta"):
         spec = RunSpec("llm", device="meta", optimizations=(OptSpec("lazyllm"),))
-        resolve(spec.optimizations, spec)
+        resolve(spec.optimizations, spec, get_workload("llm"))

@@ -9,11 +9,11 @@ import torch
 
 import genprof
 from genprof.errors import GenprofError
-from genprof.optimizations.vision_prune import compare
+from genprof.optimizations import quality
+from genprof.phases import NullPhases
 from genprof.spec import RunSpec
 from genprof.workloads import visual_retrieval as vr
-from genprof.workloads.base import NullPhases
-from genprof.workloads.llava import PRESETS, Sparsity
+from genprof.workloads.llava import PRESETS, build_model
 
 PHASES = {"vision", "prefill", "decode"}
 PARTS = {"vision_tower", "projector", "language_model"}
@@ -87,27 +87,33 @@ def test_vision_prune_keep_02_cuts_counted_prefill_flops_by_60_percent_at_paper_
 
 
 def _logits(built):
-    runner, inputs, tokens, sp = built.infer.llava
     with torch.inference_mode():
-        return runner.generate(sp, inputs.pixel_values, inputs.prefix, inputs.suffix, tokens)
+        gen = built.engine.run(collect=True)
+    return gen.tokens, gen.logits
+
+
+def _hf_model(seed):
+    """The tiny LLaVA model a build with `seed` makes, built again independently (same seed, same config)."""
+    torch.manual_seed(seed)
+    return build_model(PRESETS["tiny"]).eval()
 
 
 def test_keep_1_gives_the_logits_of_the_unpruned_model_at_prefill_and_every_decode_step():
     plain = genprof.build(_spec(tokens=6, seed=3))
     full = genprof.build(_spec("vision-prune:layer=2,keep=1.0", "text-prune:keep=1.0,layer=1", tokens=6, seed=3))
-    assert full.infer.llava[3].vision and full.infer.llava[3].text
+    assert [p.name for p in full.engine.policies] == ["text-prune", "vision-prune"]
     ref_tokens, ref = _logits(plain)
     tokens, out = _logits(full)
     assert len(out) == 7 and torch.equal(tokens, ref_tokens)
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    # and the forward of our own gives the logits of transformers' LlavaForConditionalGeneration
-    runner, inputs, _, _ = plain.infer.llava
+    # and the engine gives the logits of transformers' LlavaForConditionalGeneration
+    model, inputs = _hf_model(3), plain.inputs["prompt"]
     n_img = plain.info["image_tokens"]
-    ids = torch.cat([inputs.prefix, torch.full((1, n_img), runner.config.image_token_index), inputs.suffix,
+    ids = torch.cat([inputs.prefix, torch.full((1, n_img), model.config.image_token_index), inputs.suffix,
                      ref_tokens[:, :-1]], dim=1)
     with torch.inference_mode():
-        hf = runner.model(input_ids=ids, pixel_values=inputs.pixel_values).logits[0]
+        hf = model(input_ids=ids, pixel_values=inputs.pixel_values).logits[0]
     start = plain.info["prompt_len"] - 1
     for j, step in enumerate(ref):
         torch.testing.assert_close(step[0], hf[start + j], rtol=1e-4, atol=1e-4)
@@ -126,7 +132,7 @@ def test_keep_02_drops_image_tokens_from_the_layer_on(tmp_path):
     # text-prune: 4 tokens fed, keep 0.5 -> 2 generated KV entries stay in layers >= 2
     assert info["text_prune"]["kv_entries_per_layer"] == [prompt + 4] * 2 + [prompt - n_img + kept + 2] * 2
     q = res.meta["summary"]["quality"]
-    assert 0 <= q["next_token_agreement"] <= 1 and q["kl_first_token"] >= 0
+    assert 0 <= q["next_token_agreement"] <= 1 and q["first_token_kl"] >= 0
 
 
 def test_norm_score_and_text_prune_on_their_own_run():
@@ -134,11 +140,11 @@ def test_norm_score_and_text_prune_on_their_own_run():
     tokens, logits = _logits(built)
     assert tokens.shape == (1, 4) and all(torch.isfinite(x).all() for x in logits)
     built = genprof.build(_spec("text-prune:keep=0.3,recent=2", tokens=8))
-    runner, inputs, tokens, sp = built.infer.llava
-    trace: dict = {}
     with torch.inference_mode():
-        runner.generate(sp, inputs.pixel_values, inputs.prefix, inputs.suffix, tokens, trace=trace)
-    assert trace["kv_entries_per_layer"] == built.info["text_prune"]["kv_entries_per_layer"]
+        built.run(NullPhases())
+    prompt = built.info["prompt_len"]
+    # 8 tokens fed; from layer 2 on ceil(0.3 x 8) = 3 generated entries stay (the 2 newest among them)
+    assert built.info["text_prune"]["kv_entries_per_layer"] == [prompt + 8] * 2 + [prompt + 3] * 2
 
 
 # ---- the model trained on the visual retrieval task (genprof/assets/retrieval-llava)
@@ -153,16 +159,17 @@ def retrieval():
 
 
 def test_trained_model_solves_the_task_and_keep_02_stays_close(retrieval):
-    runner, inputs, tokens, _ = retrieval.infer.llava
-    plain = compare(runner, inputs, tokens, Sparsity())
+    plain = quality.measure(retrieval, None)  # no policy: the measure compares the model with itself
     assert plain["accuracy_unpruned"] >= 0.85  # measured: 0.895 on these 256 samples, 0.860 on 1024
-    assert plain["next_token_agreement"] == 1.0 and plain["kl_first_token"] < 1e-6
-    pruned = compare(runner, inputs, tokens, Sparsity(vision=True, vision_layer=2, vision_keep=0.2))
+    assert plain["next_token_agreement"] == 1.0 and plain["first_token_kl"] < 1e-6
+    spec = _spec("vision-prune:layer=2,keep=0.2", batch=EVAL, seed=vr.EVAL_SEED, tokens=1,
+                 params={"task": "retrieval"})
+    pruned = quality.measure(genprof.build(spec), None)
     print("keep 0.2:", pruned)
     # measured: accuracy 0.863 (-3.1 points), first-token agreement 0.938, KL 0.030
     assert pruned["accuracy"] >= pruned["accuracy_unpruned"] - 0.05
     assert pruned["first_token_agreement"] >= 0.90
-    assert pruned["kl_first_token"] < 0.1
+    assert pruned["first_token_kl"] < 0.1
 
 
 def test_task_batch_is_deterministic_and_answers_are_in_the_image():
@@ -175,11 +182,11 @@ def test_task_batch_is_deterministic_and_answers_are_in_the_image():
 def test_weights_load_through_weights_dir_and_reproduce_the_output(tmp_path):
     built = genprof.build(_spec(tokens=3, seed=5))
     with torch.inference_mode():
-        ref = built.infer(NullPhases())
-    built.infer.llava[0].model.save_pretrained(tmp_path, safe_serialization=True)
+        ref = built.run(NullPhases())
+    _hf_model(5).save_pretrained(tmp_path, safe_serialization=True)
     loaded = genprof.build(_spec(tokens=3, seed=5, weights=str(tmp_path)))
     with torch.inference_mode():
-        assert torch.equal(loaded.infer(NullPhases()), ref)
+        assert torch.equal(loaded.run(NullPhases()), ref)
     with pytest.raises(GenprofError, match="does not exist"):
         genprof.build(_spec(weights=str(tmp_path / "missing")))
 

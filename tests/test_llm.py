@@ -6,7 +6,7 @@ import torch
 
 import genprof
 from genprof.spec import RunSpec
-from genprof.workloads.base import NullPhases
+from genprof.phases import NullPhases
 
 
 def test_prefill_and_decode_are_reported_separately_with_8_decode_steps(llm_run):
@@ -45,5 +45,5 @@ def test_decode_linear_flops_are_two_per_parameter_per_token(llm_run):
 def test_greedy_generation_is_deterministic_across_runs():
     built = genprof.build(RunSpec("llm", size="tiny", tokens=8))
     with torch.inference_mode():
-        a, b = built.infer(NullPhases()), built.infer(NullPhases())
+        a, b = built.run(NullPhases()), built.run(NullPhases())
     assert a.shape == (1, 9) and torch.equal(a, b)

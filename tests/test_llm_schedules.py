@@ -17,12 +17,18 @@ import torch
 
 import genprof
 from genprof.errors import GenprofError
-from genprof.optimizations import schedules as S
-from genprof.optimizations.base import _REGISTRY, names
+from genprof.engine import DecoderEngine
+from genprof.engine.decoder import visible
+from genprof.engine import prompts as P
+from genprof.engine import requests as R
+from genprof.optimizations import base as O
+from genprof.optimizations.chunked_prefill import ChunkedSchedule
+from genprof.optimizations.padded import PaddedSchedule
+from genprof.optimizations.prepack import PrepackSchedule, best_fit_decreasing, block_causal_mask
+from genprof.phases import NullPhases
 from genprof.spec import OptSpec
-from genprof.workloads import prompts as P
-from genprof.workloads.base import Built, NullPhases
-from genprof.workloads.llm import PRESETS, _cache_kwarg, build_model, new_cache
+from genprof.workloads.base import Built, cache_kwarg, dynamic_cache
+from genprof.workloads.llm import PRESETS, build_model
 
 ATOL = RTOL = 1e-4
 LENS = [1, 5, 37, 20, 3, 50, 16]
@@ -51,8 +57,8 @@ def tiny_model(attn: str) -> torch.nn.Module:
 
 def alone(model: torch.nn.Module, prompt: torch.Tensor, n: int) -> tuple[torch.Tensor, list[int]]:
     """Next-token logits and the greedy continuation of one prompt run by itself."""
-    cache = new_cache(model)
-    kw = {_cache_kwarg(model): cache}
+    cache = dynamic_cache(model)
+    kw = {cache_kwarg(model): cache}
     with torch.inference_mode():
         logits = model(prompt[None], use_cache=True, **kw).logits[0, -1]
         first, toks = logits, [int(logits.argmax())]
@@ -77,18 +83,17 @@ _REFS: dict = {}
 def test_every_schedule_matches_each_prompt_alone(schedule, attn, lens_file):
     """Through the optimization itself: next-token logits and 16 greedy tokens per prompt."""
     model = tiny_model(attn)
-    built = Built(parts={"model": model}, infer=None, info={"batch": len(LENS), "decode_tokens": CONTINUATION - 1})
+    built = Built(parts={"model": model}, engine=DecoderEngine(model),
+                  info={"batch": len(LENS), "decode_tokens": CONTINUATION - 1})
     opt_spec = OptSpec.parse(schedule)
     opt_spec = OptSpec(opt_spec.name, opt_spec.options + (("prompts", lens_file), ("n", str(len(LENS)))))
-    names()  # loads every optimization module
-    opt = _REGISTRY[opt_spec.name](opt_spec)
-    scheduled = opt.apply(built)
+    scheduled = O.get(opt_spec.name)(opt_spec).apply(built)
     with torch.inference_mode():
-        out = scheduled.infer(NullPhases())
-    reqs = scheduled.infer.requests
+        gen = scheduled.engine.run(NullPhases())
+    out, reqs = gen.tokens, gen.requests
     assert [r.length for r in reqs] == LENS
     assert out.shape == (len(LENS), CONTINUATION)
-    assert model.config._attn_implementation == attn  # restored after the schedule
+    assert model.config._attn_implementation == attn  # the model is never reconfigured
     for r, (ref_logits, ref_toks) in zip(reqs, _references(model, [r.prompt for r in reqs])):
         torch.testing.assert_close(r.first_logits, ref_logits, atol=ATOL, rtol=RTOL,
                                    msg=lambda m: f"{schedule} {attn} prompt of {r.length}: {m}")
@@ -98,38 +103,42 @@ def test_every_schedule_matches_each_prompt_alone(schedule, attn, lens_file):
     assert len(stats["ttft_s"]) == len(LENS) and stats["tbt_median_s"] > 0
 
 
+def _schedule(cls, **params):
+    return cls([], 1, 0, {}, **params)
+
+
 def test_prepacked_cache_is_split_into_exact_per_prompt_caches():
     model = tiny_model("sdpa")
     prompts = P.prompt_tokens(LENS, model.config.vocab_size, seed=1)
-    reqs = [S.Request(p, 1) for p in prompts]
+    reqs = [R.Request(p, 1) for p in prompts]
     with torch.inference_mode():
-        S.run_prepack(model, reqs, NullPhases(), S.Recorder(torch.device("cpu")))
+        _schedule(PrepackSchedule).schedule(DecoderEngine(model), reqs, NullPhases(), R.Recorder(torch.device("cpu")))
         for r in reqs:
-            ref = new_cache(model)
-            model(r.prompt[None], use_cache=True, **{_cache_kwarg(model): ref})
-            assert r.cache.get_seq_length() == r.length
-            for a, b in zip(r.cache.layers, ref.layers):
-                assert a.keys.shape == b.keys.shape == (1, 4, r.length, 16)
-                torch.testing.assert_close(a.keys, b.keys, atol=ATOL, rtol=RTOL)
-                torch.testing.assert_close(a.values, b.values, atol=ATOL, rtol=RTOL)
+            ref = dynamic_cache(model)
+            model(r.prompt[None], use_cache=True, **{cache_kwarg(model): ref})
+            assert r.cache.length() == r.length
+            for layer, b in enumerate(ref.layers):
+                keys, values = r.cache.keys[layer], r.cache.values[layer]
+                assert keys.shape == b.keys.shape == (1, 4, r.length, 16)
+                torch.testing.assert_close(keys, b.keys, atol=ATOL, rtol=RTOL)
+                torch.testing.assert_close(values, b.values, atol=ATOL, rtol=RTOL)
 
 
 def test_padding_waste_rows_and_fixed_chunk_padding_are_reported(lens_file):
     model = tiny_model("sdpa")
     prompts = P.prompt_tokens(LENS, model.config.vocab_size)
     results = {}
-    for name, fn in [("padded", lambda m, r, ph, rec: S.run_padded(m, r, ph, rec)),
-                     ("prepack", S.run_prepack),
-                     ("fixed", lambda m, r, ph, rec: S.run_chunked(m, r, ph, rec, CHUNK, fixed=True))]:
-        reqs = [S.Request(p, 2) for p in prompts]
-        rec = S.Recorder(torch.device("cpu"))
+    for name, sched in [("padded", _schedule(PaddedSchedule)), ("prepack", _schedule(PrepackSchedule)),
+                        ("fixed", _schedule(ChunkedSchedule, chunk=CHUNK, fixed=True))]:
+        reqs = [R.Request(p, 2) for p in prompts]
+        rec = R.Recorder(torch.device("cpu"))
         with torch.inference_mode():
-            extra = fn(model, reqs, NullPhases(), rec) or {}
+            extra = sched.schedule(DecoderEngine(model), reqs, NullPhases(), rec) or {}
         results[name] = rec.summary(reqs, extra)
     assert results["padded"]["computed_prefill_tokens"] == len(LENS) * max(LENS)
     assert results["padded"]["rows"] == len(LENS)
     pre = results["prepack"]
-    assert pre["rows"] == len(S.best_fit_decreasing(LENS, max(LENS))) < len(LENS)
+    assert pre["rows"] == len(best_fit_decreasing(LENS, max(LENS))) < len(LENS)
     assert pre["computed_prefill_tokens"] == pre["rows"] * pre["row_width"] < len(LENS) * max(LENS)
     fixed = results["fixed"]
     chunks = sum(-(-n // CHUNK) for n in LENS)
@@ -152,7 +161,7 @@ def _packed_inputs(model):
 
 
 def _packed_logits(model, ids, pos, ends, mask=None):
-    kw = {_cache_kwarg(model): new_cache(model)}
+    kw = {cache_kwarg(model): dynamic_cache(model)}
     with torch.inference_mode():
         return model(ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw).logits[0, ends]
 
@@ -163,14 +172,14 @@ def test_position_ids_alone_with_a_cache_give_wrong_logits_and_the_float_mask_ri
     _, ids, pos, ends, refs = _packed_inputs(model)
     wrong = _packed_logits(model, ids, pos, ends)  # restarting position ids, no mask, a cache
     assert (wrong[1:] - refs[1:]).abs().max() > 1e-2  # prompts 2 and 3 see the ones before them
-    mask = S.block_causal_mask(PACK, sum(PACK), torch.float32)[None, None]
+    mask = block_causal_mask(PACK, sum(PACK), torch.float32)[None, None]
     torch.testing.assert_close(_packed_logits(model, ids, pos, ends, mask), refs, atol=ATOL, rtol=RTOL)
 
 
 def test_a_boolean_4d_mask_on_the_eager_path_gives_wrong_logits():
     model = tiny_model("eager")
     _, ids, pos, ends, refs = _packed_inputs(model)
-    fmask = S.block_causal_mask(PACK, sum(PACK), torch.float32)[None, None]
+    fmask = block_causal_mask(PACK, sum(PACK), torch.float32)[None, None]
     bmask = fmask == 0  # True where attending: eager adds it onto the scores (+1 / +0) instead of masking
     wrong = _packed_logits(model, ids, pos, ends, bmask)
     assert (wrong - refs).abs().max() > 1e-2
@@ -178,14 +187,19 @@ def test_a_boolean_4d_mask_on_the_eager_path_gives_wrong_logits():
 
 
 def test_block_causal_mask_is_float_block_diagonal_and_causal():
-    m = S.block_causal_mask([2, 3], 6, torch.float32)
+    m = block_causal_mask([2, 3], 6, torch.float32)
     neg = torch.finfo(torch.float32).min
     assert m.dtype == torch.float32 and set(m.unique().tolist()) == {0.0, neg}
     allowed = (m == 0).int().tolist()
     assert allowed == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0],
                        [0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 1]]  # the last: row padding, its own block
-    off = S.offset_causal_mask(2, 3, torch.float32)[0, 0]
-    assert (off == 0).int().tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    off = visible(2, 3)[0]  # two new queries over three cached entries: each sees the past and itself
+    assert off.int().tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    # padding (not valid) is seen by nobody; positions (a pruned cache, out of order) decide over entry order
+    pad = visible(2, 1, valid=torch.tensor([[True, True, False]]))[0]
+    assert pad.int().tolist() == [[1, 1, 0], [1, 1, 0]]
+    by_pos = visible(1, 2, kpos=torch.tensor([[0, 5, 3]]), qpos=torch.tensor([[3]]))[0]
+    assert by_pos.int().tolist() == [[1, 0, 1]]
 
 
 # ----------------------------------------------------------------------------- bin packing
@@ -206,9 +220,9 @@ def _reference_bfd(lens, bin_size):
 
 def test_best_fit_decreasing_on_a_worked_example():
     # sorted 5,4,3,3,2,1 into bins of 6: 5|4|3 open rows; 3 -> row of 3; 2 -> row of 4; 1 -> row of 5
-    assert S.best_fit_decreasing([5, 4, 3, 3, 2, 1], 6) == [[0, 5], [1, 4], [2, 3]]
+    assert best_fit_decreasing([5, 4, 3, 3, 2, 1], 6) == [[0, 5], [1, 4], [2, 3]]
     # the 2 fits both rows and goes to the fuller one (room 2, not room 3)
-    assert S.best_fit_decreasing([7, 8, 2], 10) == [[1, 2], [0]]
+    assert best_fit_decreasing([7, 8, 2], 10) == [[1, 2], [0]]
 
 
 def test_best_fit_decreasing_rows_never_exceed_the_bin_and_hold_every_prompt_once():
@@ -216,13 +230,13 @@ def test_best_fit_decreasing_rows_never_exceed_the_bin_and_hold_every_prompt_onc
     for _ in range(200):
         lens = [rng.randint(1, 60) for _ in range(rng.randint(1, 40))]
         bin_size = rng.randint(max(lens), 150)
-        rows = S.best_fit_decreasing(lens, bin_size)
+        rows = best_fit_decreasing(lens, bin_size)
         assert sorted(i for row in rows for i in row) == list(range(len(lens)))
         assert all(sum(lens[i] for i in row) <= bin_size for row in rows)
         assert rows == _reference_bfd(lens, bin_size)
         assert len(rows) >= -(-sum(lens) // bin_size)
     with pytest.raises(GenprofError, match="does not fit a bin of 10"):
-        S.best_fit_decreasing([3, 11], 10)
+        best_fit_decreasing([3, 11], 10)
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -272,7 +286,8 @@ def test_schedule_metrics_reach_run_json(tmp_path):
     stats = info["schedule"]
     assert info["schedule_name"] == "sarathi" and stats["requests"] == 6
     for key in ("real_prefill_tokens", "computed_prefill_tokens", "rows", "prefill_s", "ttft_s", "tbt_median_s",
-                "tbt_p99_s", "decode_tokens_per_s", "end_to_end_tokens_per_s", "peak_memory"):
+                "tbt_p99_s", "decode_tokens_per_s", "end_to_end_tokens_per_s", "kv_cache_bytes"):
         assert key in stats, key
+    assert res.meta["summary"]["memory"]  # peak memory is the run's own
     assert res.meta["summary"]["steps"]["decode"]["steps_per_repeat"] >= 1
     assert "prefill" in res.meta["summary"]["phases"]

@@ -72,7 +72,7 @@ def profile_tiny(workload, **kw):
         prof.start()
         for r in range(2):
             with record_function(scopes.REPEAT + str(r)), torch.inference_mode():
-                built.infer(scopes.TracePhases())
+                built.run(scopes.TracePhases())
         prof.stop()
     return prof, modules
 

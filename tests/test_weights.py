@@ -7,13 +7,13 @@ import torch
 
 import genprof
 from genprof.spec import RunSpec
-from genprof.workloads.base import NullPhases
+from genprof.phases import NullPhases
 
 
 def _infer(spec):
     built = genprof.build(spec)
     with torch.inference_mode():
-        return built, built.infer(NullPhases())
+        return built, built.run(NullPhases())
 
 
 def test_llm_loads_saved_weights_and_reproduces_the_output(tmp_path):

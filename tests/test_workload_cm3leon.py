@@ -14,7 +14,7 @@ import genprof
 from conftest import run_cli
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import NullPhases
+from genprof.phases import NullPhases
 from genprof.workloads.cm3leon import PRESETS
 
 PHASES = {"prefill", "decode", "vq_decode"}
@@ -86,7 +86,7 @@ def test_paper_flops_per_decoded_token_are_two_per_weight_plus_attention(paper_m
 def test_tiny_decodes_an_image_of_grid_times_vq_factor_pixels():
     built = genprof.build(RunSpec("cm3leon", size="tiny", batch=2))
     with torch.inference_mode():
-        image = built.infer(NullPhases())
+        image = built.run(NullPhases())
     grid = PRESETS["tiny"]["grid"]
     px = grid * 2 ** (len(PRESETS["tiny"]["vq"]["block_out_channels"]) - 1)
     assert image.shape == (2, 3, px, px) and built.info["image_px"] == px

@@ -13,7 +13,7 @@ import genprof
 from conftest import run_cli
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import NullPhases
+from genprof.phases import NullPhases
 from genprof.workloads.muse import PRESETS, mask_schedule
 
 PHASES = {"text_encoder", "decode_tokens", "vq_decode"}
@@ -73,7 +73,7 @@ def test_paper_parameters_match_amused_512(paper_meta):
 def test_tiny_decodes_an_image_of_grid_times_vq_factor_pixels():
     built = genprof.build(RunSpec("muse", size="tiny", batch=2))
     with torch.inference_mode():
-        image = built.infer(NullPhases())
+        image = built.run(NullPhases())
     px = PRESETS["tiny"]["grid"] * 2 ** (len(PRESETS["tiny"]["vq"]["block_out_channels"]) - 1)
     assert image.shape == (2, 3, px, px) == (2, 3, built.info["image_px"], built.info["image_px"])
     assert torch.isfinite(image).all() and image.min() >= 0 and image.max() <= 1

@@ -14,7 +14,7 @@ import genprof
 from conftest import run_cli
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import NullPhases
+from genprof.phases import NullPhases
 from genprof.workloads.parti import PRESETS
 
 PHASES = {"text_encoder", "decode", "vq_decode"}
@@ -87,7 +87,7 @@ def test_paper_parameters_match_parti_20b(paper_meta):
 def test_tiny_decodes_an_image_of_grid_times_vq_factor_pixels():
     built = genprof.build(RunSpec("parti", size="tiny", batch=2))
     with torch.inference_mode():
-        image = built.infer(NullPhases())
+        image = built.run(NullPhases())
     grid = PRESETS["tiny"]["grid"]
     px = grid * 2 ** (len(PRESETS["tiny"]["vq"]["block_out_channels"]) - 1)
     assert image.shape == (2, 3, px, px) and built.info["image_px"] == px

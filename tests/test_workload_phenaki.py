@@ -15,7 +15,7 @@ import genprof
 from genprof.errors import GenprofError
 from genprof.profiler.scopes import NO_STEP
 from genprof.spec import RunSpec
-from genprof.workloads.base import NullPhases
+from genprof.phases import NullPhases
 from genprof.workloads.phenaki import PART_NAMES, mask_schedule, save_weights
 
 PHASES = {"text_encoder", "decode_tokens", "video_decode"}
@@ -24,7 +24,7 @@ PHASES = {"text_encoder", "decode_tokens", "video_decode"}
 def _infer(spec: RunSpec):
     built = genprof.build(spec)
     with torch.inference_mode():
-        return built, built.infer(NullPhases())
+        return built, built.run(NullPhases())
 
 
 @pytest.fixture(scope="module")

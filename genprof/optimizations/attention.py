@@ -11,7 +11,13 @@
   torch.nn.attention.sdpa_kernel. On a CPU only the flash-style CPU kernel
   exists; EFFICIENT and cuDNN are refused there, never silently replaced.
 - `flash-attn`: the flash-attn package (CUDA, fp16/bf16; `pip install genprof[flash]`).
-Which kernel actually ran is read from the profiler (op table column `kernel`).
+It changes the attention implementation only, so it composes with every
+other optimization. It adds a context around each inference (`Built.contexts`):
+the decoder engine and every library look the attention function up at each
+call, so one mechanism reaches them all. Which kernel actually ran is read from
+the profiler (op table column `kernel`); `backend_of` names the backend those
+kernels belong to, and a traced run whose kernels are not the requested
+backend's fails instead of being stored as a measurement of it.
 Not here: the attention math of any model (the workloads own it).
 """
 
@@ -29,6 +35,26 @@ from genprof.errors import GenprofError
 from genprof.optimizations.base import Optimization, register
 
 BACKENDS = ("math", "sdpa", "flash", "efficient", "cudnn", "flash-attn")
+# The kernels (op table `kernel`, or the op itself when unfused) each backend runs, by name prefix.
+KERNELS = {
+    "flash": ("aten::_scaled_dot_product_flash_attention", "aten::_flash_attention_forward"),
+    "efficient": ("aten::_scaled_dot_product_efficient_attention", "aten::_efficient_attention_forward"),
+    "cudnn": ("aten::_scaled_dot_product_cudnn_attention",),
+    "sdpa-math": ("aten::_scaled_dot_product_attention_math",),
+    "flash-attn": ("flash_attn::",),
+    "math": ("aten::baddbmm", "aten::bmm", "aten::softmax", "aten::_softmax", "aten::matmul"),
+}
+
+
+def backend_of(kernels: Any) -> str:
+    """The backend that ran a run's attention kernels (names as in summary.attention_kernels): one of
+    KERNELS' keys, `none` when there was no attention, `mixed(a+b)` when several backends ran."""
+    found = set()
+    for k in kernels:
+        found.add(next((b for b, prefixes in KERNELS.items() if str(k).startswith(prefixes)), f"other({k})"))
+    if not found:
+        return "none"
+    return found.pop() if len(found) == 1 else "mixed(" + "+".join(sorted(found)) + ")"
 
 
 def math_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
@@ -126,13 +152,14 @@ def available(backend: str, device: torch.device) -> bool:
 class AttentionBackend(Optimization):
     name = "attn"
     options = {"value": BACKENDS, "backend": BACKENDS}
+    changes = frozenset({"attention"})
 
     @property
     def backend(self) -> str:
         return self.option("value", "backend", default="sdpa")
 
-    def check(self, spec: Any) -> None:
-        super().check(spec)
+    def check(self, spec: Any, workload: Any) -> None:
+        super().check(spec, workload)
         device = torch.device(spec.device)
         if not available(self.backend, device):
             valid = [b for b in BACKENDS if available(b, device)]
@@ -141,10 +168,6 @@ class AttentionBackend(Optimization):
                                f"available here: {', '.join(valid)}")
 
     def apply(self, built: Any) -> Any:
-        inner, backend = built.infer, self.backend
-
-        def infer(phases: Any) -> Any:
-            with backend_context(backend):
-                return inner(phases)
-
-        return replace(built, infer=infer, info={**built.info, "attention_backend": backend})
+        backend = self.backend
+        return replace(built, contexts=built.contexts + (lambda: backend_context(backend),),
+                       info={**built.info, "attention_backend": backend})

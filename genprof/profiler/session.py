@@ -6,7 +6,7 @@
   recorded) over the repeats, with phase/step/repeat ranges and one range per
   module call; the op table is built from it (genprof.profiler.optable).
 Both measure peak memory. Knows nothing of which model it runs: only the
-`Built` contract (parts + infer).
+`Built` contract (parts + run).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch.autograd.profiler import record_function
 
+from genprof.phases import NullPhases
 from genprof.profiler import events, optable, scopes
 from genprof.profiler.memory import MemoryMonitor
 from genprof.profiler.timers import make_timer, synchronize
@@ -49,11 +50,9 @@ class Measurement:
 
 
 def _warmup(built: Any, n: int, progress: Progress | None) -> None:
-    from genprof.workloads.base import NullPhases
-
     for i in range(n):
         with torch.inference_mode():
-            built.infer(NullPhases())
+            built.run(NullPhases())
         if progress:
             progress(f"warm-up {i + 1}/{n}")
 
@@ -70,7 +69,7 @@ def measure_timing(built: Any, device: torch.device, repeats: int, warmup: int,
             synchronize(device)
             start = timer.mark()
             with torch.inference_mode():
-                output = built.infer(phases)
+                output = built.run(phases)
             end = timer.mark()
             marks += phases.marks + [(r, "total", scopes.NO_STEP, start, end)]
             if progress:
@@ -98,7 +97,7 @@ def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
         try:
             for r in range(repeats):
                 with record_function(scopes.REPEAT + str(r)), torch.inference_mode():
-                    output = built.infer(phases)
+                    output = built.run(phases)
                 synchronize(device)
                 if progress:
                     progress(f"repeat {r + 1}/{repeats}")

@@ -2,7 +2,7 @@
 
 A workload builds its model parts from a config (random weights, or real
 weights from a local directory), makes inputs, and runs one inference as named
-phases and steps. It marks phases through a `Phases` object that it is handed;
+phases and steps. It marks phases through a `Phases` object that it is handed (genprof.phases);
 it never imports the profiler, so the same code runs bare, timed or traced.
 Not here: timing, tracing, counting (genprof.profiler), optimizations.
 """
@@ -12,55 +12,59 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Protocol
+from typing import Any, Callable, ContextManager
 
 import torch
 
 from genprof.errors import GenprofError, unknown_choice
+from genprof.phases import NullPhases, Phases  # noqa: F401  (re-exported for workload modules)
 from genprof.spec import RunSpec
-
-
-class Phases(Protocol):
-    """What a workload calls to mark its structure. Implemented by the profiler."""
-
-    def phase(self, name: str) -> ContextManager[None]: ...
-
-    def step(self, index: int) -> ContextManager[None]: ...
-
-
-class NullPhases:
-    """Marks nothing: a bare run."""
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        yield
-
-    @contextlib.contextmanager
-    def step(self, index: int) -> Iterator[None]:
-        yield
 
 
 @dataclass
 class Built:
-    """A workload ready to run: its model parts, and one inference as a function.
+    """A workload ready to run: its model parts, and one inference.
 
     `parts` maps a part name (`unet`, `text_encoder`, `vae`, `model`) to its
-    module; the profiler hooks every submodule of every part. `infer(phases)`
-    runs one whole inference and returns its output (latents, images, tokens).
+    module; the profiler hooks every submodule of every part. `run(phases)`
+    runs one whole inference and returns its output (latents, images, tokens):
+    inside every context of `contexts` (made afresh per inference; an attention
+    backend is one), it calls `infer(phases)`, or, for a workload whose decoder
+    runs on the decoder engine (`engine`, genprof.engine.DecoderEngine),
+    `infer(phases, engine)` (`engine.generate(phases)` when `infer` is None).
+    Optimizations configure `engine` and `contexts`; they never replace `infer`.
     `info` carries what describes the run (parameters per part, shapes).
     `quality`, set by a lossy optimization, is called once after the
-    measurement (outside every timed region) with the last measured output and
-    returns its quality against the unoptimized model (e.g. next-token
-    agreement, KL divergence); the run stores it as `summary.quality`.
-    `inputs` holds what the inference consumes (an LLM's prompt token ids, a
-    task's answers), for optimizations that measure quality on the same inputs.
+    measurement (outside every timed region, `measure_quality`) as
+    `quality(built, output)` with the last measured output, and returns its
+    quality against the unoptimized model; the run stores it as
+    `summary.quality`. `inputs` holds what the inference consumes (an LLM's
+    prompt token ids, a task's answers).
     """
 
     parts: dict[str, torch.nn.Module]
-    infer: Callable[[Phases], Any]
+    infer: Callable[..., Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    quality: Callable[[Any], dict[str, Any]] | None = None
+    quality: Callable[["Built", Any], dict[str, Any]] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    engine: Any = None
+    contexts: tuple[Callable[[], ContextManager[Any]], ...] = ()
+
+    def run(self, phases: Phases) -> Any:
+        with contextlib.ExitStack() as stack:
+            for make in self.contexts:
+                stack.enter_context(make())
+            if self.engine is None:
+                return self.infer(phases)
+            return self.engine.generate(phases) if self.infer is None else self.infer(phases, self.engine)
+
+    def measure_quality(self, output: Any) -> dict[str, Any] | None:
+        if self.quality is None:
+            return None
+        with contextlib.ExitStack() as stack:
+            for make in self.contexts:
+                stack.enter_context(make())
+            return self.quality(self, output)
 
 
 def count_parameters(parts: dict[str, torch.nn.Module]) -> dict[str, int]:
@@ -97,6 +101,11 @@ class Workload(abc.ABC):
 
     def max_count(self, p: dict[str, Any]) -> int | None:
         """The largest --steps/--tokens the preset allows (None: no limit)."""
+        return None
+
+    def decoder_layers(self, spec: RunSpec) -> int | None:
+        """The number of decoder layers the spec's model will have, known before building it (None: no
+        decoder engine); optimizations that act per layer validate their options against it."""
         return None
 
     def preset(self, size: str) -> dict[str, Any]:
@@ -205,3 +214,38 @@ def require_weights_dir(path: str, *subdirs: str) -> None:
     if missing:
         raise GenprofError(f"weights directory {path!r} lacks {', '.join(missing)}; "
                            f"expected {', '.join(subdirs)} (save_pretrained layout, safetensors)")
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The name a transformers model's forward takes its KV cache by: 5.x `cache=`, 4.x `past_key_values=`."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def dynamic_cache(model: torch.nn.Module) -> Any:
+    """An empty transformers DynamicCache for `model`."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def weights_config_value(weights: str | None, key: str, sub: str | None = None) -> int | None:
+    """An integer from a weights directory's config.json (`sub`: a nested config, e.g. text_config), or None
+    when there are no weights or no such file; the build reports a missing directory itself."""
+    import json
+    import os
+
+    if not weights:
+        return None
+    path = os.path.join(weights, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg = cfg.get(sub, {}) if sub else cfg
+    return int(cfg[key]) if key in cfg else None

@@ -29,8 +29,8 @@ import torch
 
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, vq_model
-from genprof.workloads.llm import _cache_kwarg, new_cache
+from genprof.workloads.base import (Built, Phases, Workload, cache_kwarg, count_parameters, dynamic_cache,
+                                    load_subfolders, make_parts, vq_model)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -106,7 +106,7 @@ class CM3leon(Workload):
         tokens = min(spec.tokens or n_grid, n_grid)
         vq_dim = vq.config.vq_embed_dim or vq.config.latent_channels
         batch, prompt_len = spec.batch, p["prompt_len"]
-        cache_kw = _cache_kwarg(model)
+        cache_kw = cache_kwarg(model)
 
         gen = torch.Generator().manual_seed(spec.seed)
         # Text prompts (random text ids: no tokenizer is needed to profile), then as many unconditional
@@ -117,7 +117,7 @@ class CM3leon(Workload):
         pad = torch.zeros((batch, n_grid - tokens), dtype=torch.long).to(device)  # rest of the grid, counting runs
 
         def infer(phases: Phases) -> torch.Tensor:
-            cache = new_cache(model)
+            cache = dynamic_cache(model)
             with phases.phase("prefill"):
                 model(prompt, use_cache=True, logits_to_keep=1, **{cache_kw: cache})
             out, next_in = [], brk

@@ -5,25 +5,30 @@ token: time to first token) and `decode` (one forward per new token against
 the KV cache, each a step of its own: time per output token). Greedy sampling.
 `paper` is the Llama-2-7B configuration. Random weights from a config, or a
 local directory with a transformers checkpoint (config.json + safetensors).
+The decoder runs on the decoder engine (genprof.engine): its default batch
+schedule prefills the prompt batch in one forward and decodes it together;
+optimizations configure the engine (a prefill schedule over ragged prompts,
+LazyLLM token pruning) and never replace this inference.
 Prompts: random token ids of `prompt_len` (`task=random`, the default), or
 `--set task=retrieval` for prompts of the synthetic retrieval task
 (genprof.workloads.retrieval, `pairs` key/value pairs, prompt 2*pairs+2 tokens;
 its answers go to `Built.inputs` for quality measures), meant for the model
 trained on it: `--weights genprof/assets/retrieval-llama`.
-Not here: prefill schedules such as prepacking or chunking (optimizations).
+Not here: the engine (genprof.engine), prefill schedules such as prepacking or chunking (optimizations).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 
+from genprof.engine import DecoderEngine, Prompt
 from genprof.errors import GenprofError, unknown_choice
 from genprof.spec import RunSpec
 from genprof.workloads import retrieval
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, require_weights_dir, torch_dtype
+from genprof.workloads.base import (Built, Workload, count_parameters, make_parts, require_weights_dir,
+                                    weights_config_value)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -54,21 +59,6 @@ def load_model(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa")
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
 
 
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers 5.x takes `cache=`, 4.x `past_key_values=`."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def new_cache(model: torch.nn.Module) -> Any:
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # older transformers
-        return DynamicCache()
-
-
 TASKS = ("random", "retrieval")
 
 
@@ -91,12 +81,15 @@ class LLM(Workload):
             if not isinstance(p["pairs"], int) or not 1 <= p["pairs"] <= retrieval.KEYS:
                 raise GenprofError(f"--set pairs must be an integer in [1, {retrieval.KEYS}], got {p['pairs']!r}")
 
+    def decoder_layers(self, spec: RunSpec) -> int:
+        return weights_config_value(spec.weights, "num_hidden_layers") or \
+            int(self.config(spec)["config"]["num_hidden_layers"])
+
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
-        device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        torch.manual_seed(spec.seed)
-        model = load_model(spec.weights, dtype) if spec.weights else build_model(p)
-        model.to(device=device, dtype=dtype).eval()
+        device = torch.device(spec.device)
+        model = make_parts(spec, lambda: {"model": build_model(p)},
+                           lambda path, dtype: {"model": load_model(path, dtype)})["model"]
         tokens = spec.tokens or p["tokens"]
         inputs: dict[str, Any] = {}
         if p["task"] == "retrieval":
@@ -110,27 +103,12 @@ class LLM(Workload):
             gen = torch.Generator().manual_seed(spec.seed)
             prompt = torch.randint(0, model.config.vocab_size, (spec.batch, p["prompt_len"]), generator=gen).to(device)
         inputs["prompt"] = prompt
-        cache_kw = _cache_kwarg(model)
-
-        def infer(phases: Phases) -> torch.Tensor:
-            cache = new_cache(model)
-            with phases.phase("prefill"):
-                logits = model(prompt, use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits
-                next_tok = logits[:, -1].argmax(-1, keepdim=True)
-            out = [next_tok]
-            with phases.phase("decode"):
-                for i in range(tokens):
-                    with phases.step(i):
-                        logits = model(next_tok, use_cache=True, **{cache_kw: cache}).logits
-                        next_tok = logits[:, -1].argmax(-1, keepdim=True)
-                        out.append(next_tok)
-            return torch.cat(out, dim=1)
-
+        engine = DecoderEngine(model, prompt=lambda phases: Prompt([prompt], tokens))
         info = {"parameters": count_parameters({"model": model}), "prompt_len": int(prompt.shape[1]),
                 "task": p["task"],
                 "decode_tokens": tokens, "batch": spec.batch,
                 "attn_implementation": getattr(model.config, "_attn_implementation", "")}
-        return Built(parts={"model": model}, infer=infer, info=info, inputs=inputs)
+        return Built(parts={"model": model}, engine=engine, info=info, inputs=inputs)
 
     @staticmethod
     def derived_metrics(phase_stats: dict[str, dict[str, float]], info: dict[str, Any]) -> dict[str, float]:

@@ -28,8 +28,8 @@ import torch
 
 from genprof.errors import GenprofError
 from genprof.spec import RunSpec
-from genprof.workloads.base import Built, Phases, Workload, count_parameters, load_subfolders, make_parts, vq_model
-from genprof.workloads.llm import _cache_kwarg, new_cache
+from genprof.workloads.base import (Built, Phases, Workload, cache_kwarg, count_parameters, dynamic_cache,
+                                    load_subfolders, make_parts, vq_model)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -119,7 +119,7 @@ class Parti(Workload):
         vq_dim = vq.config.vq_embed_dim or vq.config.latent_channels
         batch, text_len = spec.batch, p["text_len"]
         start_id = model.config.decoder_start_token_id or 0
-        cache_kw = _cache_kwarg(model)  # transformers 5.x: `cache=`, 4.x: `past_key_values=`
+        cache_kw = cache_kwarg(model)  # transformers 5.x: `cache=`, 4.x: `past_key_values=`
 
         gen = torch.Generator().manual_seed(spec.seed)
         # Prompt and empty prompt token ids (random text ids: no tokenizer is needed to profile).
@@ -134,7 +134,7 @@ class Parti(Workload):
 
             # Self-attention cache that grows by one token a step, cross-attention cache filled once;
             # both sized by the decoder's layer count, not the encoder's.
-            cache = EncoderDecoderCache(new_cache(model.decoder), new_cache(model.decoder))
+            cache = EncoderDecoderCache(dynamic_cache(model.decoder), dynamic_cache(model.decoder))
             with phases.phase("text_encoder"):
                 enc = BaseModelOutput(last_hidden_state=model.encoder(input_ids=ids).last_hidden_state)
             out, next_in = [], start

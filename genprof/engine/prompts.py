@@ -22,7 +22,7 @@ A path instead of a preset name reads a text file with one integer per line
 order, repeated cyclically when the file has fewer than `n`. Lengths above
 `max_len` are clipped to it; a length below 1 is an error. Also here:
 `prompt_tokens`, random token ids of given lengths.
-Not here: the schedules that consume them (genprof.optimizations.schedules).
+Not here: the schedules that consume them (genprof.optimizations: padded, prepack, chunked_prefill, fixed_chunk, sarathi).
 """
 
 from __future__ import annotations
