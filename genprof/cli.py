@@ -187,7 +187,7 @@ def paper_cmd(
     import shlex
 
     from genprof import api
-    from genprof.roofline import paper
+    from genprof.study import paper
 
     names = tuple(only) or api.SUITE
     for n in names:

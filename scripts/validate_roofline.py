@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from genprof import store  # noqa: E402
 from genprof.reports.markdown import to_markdown  # noqa: E402
 from genprof.roofline import PROFILES, get_profile, measure_local, project, summarize  # noqa: E402
-from genprof.roofline import paper  # noqa: E402
+from genprof.study import paper  # noqa: E402
 from genprof.roofline.hardware import GPU_LAUNCH_S, H200_EFF_COMPUTE, H200_EFF_MEMORY  # noqa: E402
 
 

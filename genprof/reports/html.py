@@ -593,8 +593,7 @@ def _roofline_section(d: dict[str, Any], roofline: dict[str, Any] | None) -> dic
                                                                      h.itertuples(index=False)],
                                 "Claim, the study's number, our projection at paper size and our measurements.")
     on_hw = proj[proj["hw"] == hw]
-    from genprof.roofline.hardware import PROFILES
-    from genprof.roofline.paper import GPU_NAMES
+    from genprof.roofline.hardware import GPU_NAMES, PROFILES
 
     profs = [PROFILES[n] for n in GPU_NAMES] if hw in PROFILES else None
     sec["figures"], sec["skipped"] = _draw([

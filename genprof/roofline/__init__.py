@@ -2,9 +2,9 @@
 
 `hardware` holds the machine profiles (datasheet and measured peaks, and a
 micro-benchmark of this machine); `project` turns an op table (FLOPs and bytes
-per op) into predicted times per op, family and phase; `paper` projects the
-study's suite at `paper` size and sets the result beside the study's claims and
-our measurements. Nothing here runs a model except `paper`, through the API.
+per op) into predicted times per op, family and phase. Nothing here runs a
+model: the study that runs the suite and projects it (`genprof paper`) lives
+in genprof.study.
 """
 
 from genprof.roofline.hardware import PROFILES, HardwareProfile, canonical_name, get_profile, measure_local

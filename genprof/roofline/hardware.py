@@ -106,6 +106,7 @@ PROFILES: dict[str, HardwareProfile] = {
         launch_s=GPU_LAUNCH_S, source="datasheet; bf16 matmul 8192^3 and device copy as reported from an earlier H200 run, "
                "not reproduced by this repository yet (scripts/gpu_check.py measures them)"),
 }
+GPU_NAMES = ("a100", "h100", "h200")  # the GPU profiles, in the order tables and figures show them
 NAMES = (*PROFILES, "local")
 
 

@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 
 from genprof.profiler.taxonomy import FUSED_ATTENTION
-from genprof.roofline.hardware import PROFILES, HardwareProfile
+from genprof.roofline.hardware import GPU_NAMES, PROFILES, HardwareProfile
 from genprof.roofline.project import decode_per_token, precision_of, project, step_weights
 
-GPU_NAMES = ("a100", "h100", "h200")
 HEADLINE_HW = "h100"
 KINDS = {"imagen": "diffusion-tti", "stable-diffusion": "diffusion-tti", "prod-image": "diffusion-tti",
          "muse": "transformer-tti", "parti": "transformer-tti", "cm3leon": "transformer-tti",
