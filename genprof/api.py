@@ -22,10 +22,11 @@ import torch
 from genprof import optimizations, store, workloads
 from genprof.errors import GenprofError
 from genprof.profiler import measure_timing, measure_trace
+from genprof.profiler.session import RepeatPolicy
 from genprof.profiler.scopes import NO_STEP
-from genprof.profiler.stats import summarize
+from genprof.profiler.stats import stability, summarize
 from genprof.reports.breakdown import breakdown
-from genprof.spec import OptSpec, RunSpec, parse_params
+from genprof.spec import DEFAULT_THREADS, OptSpec, RunSpec, parse_params
 from genprof.workloads.base import Built
 
 _CACHE: "OrderedDict[tuple, Built]" = OrderedDict()
@@ -112,8 +113,23 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
     if isinstance(spec, str):
         spec = make_spec(spec, **kwargs)
     wl, _ = validate(spec)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(run_threads(spec))
+    try:
+        return _run(spec, wl, out, progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def run_threads(spec: RunSpec) -> int:
+    """The torch threads a run measures with: the spec's, else DEFAULT_THREADS on a CPU (see genprof.spec),
+    else torch's own choice (a GPU run's host work)."""
     if spec.threads:
-        torch.set_num_threads(spec.threads)
+        return spec.threads
+    return DEFAULT_THREADS if spec.device in ("cpu", "meta") else torch.get_num_threads()
+
+
+def _run(spec: RunSpec, wl: Any, out: str | Path, progress: Callable[[str], None] | None) -> RunResult:
     run_id = store.new_run_id(spec.workload, spec.size, spec.opt_label)
     writer = store.RunWriter(out, run_id)
     meta: dict[str, Any] = {
@@ -127,10 +143,10 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
         meta["build_s"] = time.perf_counter() - t0
         meta["info"] = built.info
         device = torch.device(spec.device)
-        repeats, warmup = spec.repeats, spec.warmup
+        repeats, warmup = RepeatPolicy(spec.repeats, spec.ci_target, spec.budget_s or 120.0), spec.warmup
         if spec.device == "meta":  # counts are deterministic and times meaningless: one pass
-            repeats, warmup = 1, 0
-            meta["note"] = "meta device: FLOPs, bytes and shapes only; times are not meaningful"
+            repeats, warmup = RepeatPolicy(1), 0
+            meta["note"] = "meta device: FLOPs, bytes and shapes only; nothing is timed"
         if spec.mode == "timing":
             m = measure_timing(built, device, repeats, warmup, progress)
         else:
@@ -142,7 +158,7 @@ def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str],
         writer.write_table(store.PHASES, phases)
         if ops is not None:
             writer.write_table(store.OPS, ops)
-        meta["summary"] = summarize_run(m, wl, built.info)
+        meta["summary"] = summarize_run(m, wl, built.info, measured=spec.device != "meta")
         check_attention_kernels(built.info.get("attention_backend"), meta["summary"])
         if built.quality is not None and spec.device != "meta":  # lossy optimization: quality beside speed
             with torch.inference_mode():
@@ -188,26 +204,34 @@ def check_attention_kernels(backend: str | None, summary: dict[str, Any]) -> Non
                            f"({', '.join(sorted(kernels))}): the run would not measure what it says")
 
 
-def summarize_run(m: Any, wl: Any, info: dict[str, Any]) -> dict[str, Any]:
-    """Summary metrics for run.json: phase statistics, steps, memory, family shares."""
-    times = m.phase_times
-    whole = times[times["step"] == NO_STEP].groupby(["phase", "repeat"])["time_s"].sum()
-    phase_stats = {str(ph): summarize(g.to_numpy()) for ph, g in whole.groupby(level=0)}
-    steps = times[times["step"] != NO_STEP]
-    step_stats = {str(ph): {"steps_per_repeat": int(g.groupby("repeat").size().median()),
-                            "step": summarize(g["time_s"].to_numpy())}
-                  for ph, g in steps.groupby("phase")}
-    summary: dict[str, Any] = {
-        "timer": m.timer, "mode": m.mode, "total": phase_stats.pop("total", {}),
-        "phases": phase_stats, "steps": step_stats, "memory": m.memory,
-        "derived": wl.derived_metrics(phase_stats, info),
-    }
+def summarize_run(m: Any, wl: Any, info: dict[str, Any], measured: bool = True) -> dict[str, Any]:
+    """Summary metrics for run.json: phase statistics, steps, stability, memory, family shares.
+
+    A run that measured nothing (the meta device) keeps its counts (FLOPs, bytes, attention kernels) and
+    no time: `measured` is False, and no phase time, share or stability is stored for it."""
+    summary: dict[str, Any] = {"timer": m.timer, "mode": m.mode, "measured": measured}
+    if measured:
+        times = m.phase_times
+        whole = times[times["step"] == NO_STEP].groupby(["phase", "repeat"])["time_s"].sum()
+        phase_stats = {str(ph): summarize(g.to_numpy()) for ph, g in whole.groupby(level=0)}
+        steps = times[times["step"] != NO_STEP]
+        summary["steps"] = {str(ph): {"steps_per_repeat": int(g.groupby("repeat").size().median()),
+                                      "step": summarize(g["time_s"].to_numpy())}
+                            for ph, g in steps.groupby("phase")}
+        summary["total"] = phase_stats.pop("total", {})
+        summary["phases"] = phase_stats
+        summary["stability"] = {**stability(summary["total"], m.signals), "signals": m.signals}
+        summary["memory"] = m.memory
+        summary["derived"] = wl.derived_metrics(phase_stats, info)
+    else:
+        summary.update(total={}, phases={}, steps={}, derived={})
     if m.profiler:  # trace mode: how many events, and what collecting and analysing them cost
         summary["profiler"] = m.profiler
     if m.ops is not None and not m.ops.empty:
-        fam = breakdown(m.ops, "family")
-        summary["family_share"] = dict(zip(fam["family"], fam["share"].round(6)))
-        summary["family_time_s"] = dict(zip(fam["family"], fam["time_s"]))
+        if measured:
+            fam = breakdown(m.ops, "family")
+            summary["family_share"] = dict(zip(fam["family"], fam["share"].round(6)))
+            summary["family_time_s"] = dict(zip(fam["family"], fam["time_s"]))
         n = max(int(m.ops["repeat"].nunique()), 1)
         summary["flops_per_repeat"] = float(m.ops["flops"].sum() / n)
         summary["bytes_per_repeat"] = float(m.ops["bytes"].sum() / n)
@@ -229,12 +253,15 @@ class SuiteEntry:
     reason: str = ""
     path: Path | None = None
     seconds: float = 0.0
+    stability: str = ""  # stable | unstable (measured runs)
+    reasons: list[str] = field(default_factory=list)
 
 
 def suite(size: str = "small", out: str | Path = "runs", workloads: tuple[str, ...] = SUITE,
           on_start: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None,
           **kwargs: Any) -> list[SuiteEntry]:
-    """Run every workload of the suite at one size; a failed workload is recorded and the rest go on."""
+    """Run every workload of the suite at one size; a failed workload is recorded and the rest go on.
+    Each workload's model is released before the next is built, so the peak memory is one workload's."""
     entries = []
     for name in workloads:
         if on_start:
@@ -242,8 +269,19 @@ def suite(size: str = "small", out: str | Path = "runs", workloads: tuple[str, .
         t0 = time.perf_counter()
         try:
             res = run(make_spec(name, size=size, **kwargs), out=out, progress=progress)
+            st = (res.meta.get("summary") or {}).get("stability") or {}
             entries.append(SuiteEntry(name, res.meta["status"], res.meta.get("reason", ""), res.path,
-                                      time.perf_counter() - t0))
+                                      time.perf_counter() - t0, st.get("verdict", ""), st.get("reasons", [])))
+            del res
         except GenprofError as e:
             entries.append(SuiteEntry(name, "failed", str(e), None, time.perf_counter() - t0))
+        release()
     return entries
+
+
+def release() -> None:
+    """Drop every cached build and collect: the models' memory goes back before the next workload."""
+    import gc
+
+    _CACHE.clear()
+    gc.collect()

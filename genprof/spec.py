@@ -15,6 +15,10 @@ from typing import Any
 from genprof.errors import GenprofError, unknown_choice
 
 SIZES = ("tiny", "small", "paper")
+# torch intra-op threads of a CPU run when none are asked for: one. Single-threaded CPU times are the most
+# repeatable (no intra-op scheduling, no stalled straggler thread when other work runs) and comparable across
+# machines with different core counts; --threads N measures N.
+DEFAULT_THREADS = 1
 MODES = ("timing", "trace")
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -77,8 +81,10 @@ class RunSpec:
     weights: str | None = None  # local directory with real weights (safetensors)
     optimizations: tuple[OptSpec, ...] = field(default_factory=tuple)
     record_trace: bool = False  # keep the gzip Chrome trace in the run directory
-    threads: int | None = None  # torch intra-op threads for the CPU (None: torch's default)
+    threads: int | None = None  # torch intra-op threads (None: genprof's default, DEFAULT_THREADS on a CPU)
     params: tuple[tuple[str, Any], ...] = ()  # preset overrides (`--set latent=48`), see Workload.config
+    ci_target: float | None = None  # repeat until the median's 95% CI is within this fraction of it...
+    budget_s: float | None = None  # ...or this many seconds of measured repeats have run (default 120)
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -93,6 +99,12 @@ class RunSpec:
         for name, value in (("steps", self.steps), ("tokens", self.tokens), ("threads", self.threads)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise GenprofError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, value, high in (("ci_target", self.ci_target, 1.0), ("budget_s", self.budget_s, 86400.0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value <= high):
+                raise GenprofError(f"{name} must be a number in (0, {high:g}], got {value!r}")
+        if self.budget_s is not None and self.ci_target is None:
+            raise GenprofError("budget_s bounds the adaptive repeats of ci_target; give ci_target too")
         dev = self.device.split(":")[0]
         if dev not in ("cpu", "cuda", "meta"):
             raise unknown_choice("device", self.device, ("cpu", "cuda", "cuda:N", "meta"))

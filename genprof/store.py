@@ -167,8 +167,19 @@ def _run_record(meta: dict[str, Any], d: Path) -> dict[str, Any]:
         "mode": spec.get("mode"), "device": spec.get("device"), "dtype": spec.get("dtype"),
         "optimizations": "+".join(spec.get("optimizations") or []) or "baseline",
         "total_median_s": total.get("median_s"), "total_stdev_s": total.get("stdev_s"),
+        "total_ci_low_s": total.get("ci_low_s"), "total_ci_high_s": total.get("ci_high_s"),
         "repeats": total.get("n"), "created": meta.get("created"),
+        "measured": measured(meta),
+        "stability": (summary.get("stability") or {}).get("verdict", "") if measured(meta) else "",
     }
+
+
+def measured(meta: Mapping[str, Any]) -> bool:
+    """Whether a run timed anything: a meta-device run counts FLOPs and bytes and times nothing."""
+    summary = meta.get("summary") or {}
+    if "measured" in summary:
+        return bool(summary["measured"])
+    return (meta.get("spec") or {}).get("device") != "meta"  # runs stored before the flag existed
 
 
 def expected_files(meta: Mapping[str, Any]) -> list[str]:

@@ -1,4 +1,10 @@
-"""Peak memory of a run: device allocator peak on a GPU, peak RSS growth on a CPU.
+"""Peak memory of a run: device allocator peak on a GPU; on the CPU the process's peak RSS, and its growth.
+
+Measured over the repeats after warm-up: `peak_rss_bytes` is the process's
+resident memory at its highest (model, inputs, Python and everything else the
+process holds), `peak_rss_growth_bytes` that minus the RSS at the start of the
+measurement (what the measured inferences added beyond what warm-up had
+already allocated: often near 0 once the allocator has its pages).
 
 On Linux the kernel's high-water mark (VmHWM) is reset at the start (writing
 5 to /proc/self/clear_refs) and read at the end: the exact peak, at no cost
@@ -61,7 +67,9 @@ class MemoryMonitor:
 
     def result(self) -> dict[str, float | str]:
         out: dict[str, float | str] = {
-            "peak_rss_growth_bytes": float(self.peak_rss - self.start_rss),
+            "peak_rss_bytes": float(self.peak_rss),  # the process's resident memory at its highest
+            "peak_rss_growth_bytes": float(self.peak_rss - self.start_rss),  # that, minus the RSS at the start
+            "rss_at_start_bytes": float(self.start_rss),
             "rss_peak_method": self.method,
         }
         if self.method == "sampled":

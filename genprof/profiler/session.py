@@ -5,14 +5,21 @@
 - trace: torch.profiler (CPU, plus CUDA when the device is a GPU; shapes
   recorded) over the repeats, with phase/step/repeat ranges and one range per
   module call; the op table is built from it (genprof.profiler.optable).
-Both measure peak memory. Knows nothing of which model it runs: only the
-`Built` contract (parts + run).
+Both measure peak memory, and record per repeat the wall time and the
+process CPU time around it, the machine's load at the start and end, and the
+thread count (`Measurement.signals`: what the stability verdict reads).
+Repeats: a fixed number, or, with `RepeatPolicy.ci_target`, repeats until the
+95% confidence interval of the median wall time is within that fraction of
+the median (at least `repeats`, and six: fewer cannot reach 95%) or the
+budget of measured seconds ends. Knows nothing of which model it runs: only
+the `Built` contract (parts + run).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
 import shutil
 import sys
@@ -20,8 +27,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.autograd.profiler import record_function
@@ -29,9 +37,82 @@ from torch.autograd.profiler import record_function
 from genprof.phases import NullPhases
 from genprof.profiler import events, optable, scopes
 from genprof.profiler.memory import MemoryMonitor
+from genprof.profiler.stats import median_ci
 from genprof.profiler.timers import make_timer, synchronize
 
 Progress = Callable[[str], None]
+MAX_REPEATS = 1000
+
+
+@dataclass
+class RepeatPolicy:
+    """How many repeats to measure: `repeats`, or with `ci_target` until the median's 95% interval is that
+    tight (relative half-width) or `budget_s` seconds of repeats have run."""
+
+    repeats: int
+    ci_target: float | None = None
+    budget_s: float = 120.0
+
+    def more(self, walls: list[float]) -> bool:
+        n = len(walls)
+        if n < self.repeats:
+            return True
+        if self.ci_target is None or n >= MAX_REPEATS or sum(walls) >= self.budget_s:
+            return False
+        lo, hi, cover = median_ci(walls)
+        med = float(np.median(walls))
+        return cover < 0.95 or (hi - lo) / 2 > self.ci_target * med
+
+    def why_stopped(self, walls: list[float]) -> str:
+        if self.ci_target is None:
+            return "repeats"
+        if _ci_rel(walls) <= self.ci_target:
+            return "ci target"
+        return "max repeats" if len(walls) >= MAX_REPEATS else "budget"
+
+
+def _ci_rel(walls: list[float]) -> float:
+    lo, hi, cover = median_ci(walls)
+    return (hi - lo) / 2 / float(np.median(walls)) if cover >= 0.95 else math.inf
+
+
+class _Signals:
+    """Per repeat wall and process CPU time, and the machine's state around the measurement."""
+
+    def __init__(self):
+        self.wall_s: list[float] = []
+        self.cpu_s: list[float] = []
+        self.out: dict[str, Any] = {"threads": torch.get_num_threads(), "cpus": available_cpus(),
+                                    "load_start": _load()}
+
+    @contextlib.contextmanager
+    def repeat(self, device: torch.device) -> Iterator[None]:
+        synchronize(device)
+        w, c = time.perf_counter(), time.process_time()
+        yield
+        synchronize(device)
+        self.wall_s.append(time.perf_counter() - w)
+        self.cpu_s.append(time.process_time() - c)
+
+    def result(self, policy: RepeatPolicy) -> dict[str, Any]:
+        return {**self.out, "load_end": _load(), "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+                "repeats": len(self.wall_s), "stopped_by": policy.why_stopped(self.wall_s),
+                "ci_target": policy.ci_target, "budget_s": policy.budget_s if policy.ci_target else None}
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _load() -> float | None:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 @dataclass
@@ -47,6 +128,7 @@ class Measurement:
     output: Any = None
     notes: list[str] = field(default_factory=list)
     profiler: dict[str, Any] = field(default_factory=dict)  # trace mode: events, collect_s, analyze_s
+    signals: dict[str, Any] = field(default_factory=dict)  # per repeat wall/CPU time, load, threads
 
 
 def _warmup(built: Any, n: int, progress: Progress | None) -> None:
@@ -57,66 +139,110 @@ def _warmup(built: Any, n: int, progress: Progress | None) -> None:
             progress(f"warm-up {i + 1}/{n}")
 
 
-def measure_timing(built: Any, device: torch.device, repeats: int, warmup: int,
+def _policy(repeats: int | RepeatPolicy) -> RepeatPolicy:
+    return repeats if isinstance(repeats, RepeatPolicy) else RepeatPolicy(repeats)
+
+
+def _label(r: int, policy: RepeatPolicy) -> str:
+    return f"repeat {r + 1}/{policy.repeats}" if policy.ci_target is None else f"repeat {r + 1}"
+
+
+def measure_timing(built: Any, device: torch.device, repeats: int | RepeatPolicy, warmup: int,
                    progress: Progress | None = None) -> Measurement:
+    policy = _policy(repeats)
     _warmup(built, warmup, progress)
     timer = make_timer(device)
     marks: list[tuple] = []
     output = None
+    sig = _Signals()
     with MemoryMonitor(device) as mem:
-        for r in range(repeats):
+        r = 0
+        while policy.more(sig.wall_s):
             phases = scopes.TimedPhases(timer, r)
-            synchronize(device)
-            start = timer.mark()
-            with torch.inference_mode():
-                output = built.run(phases)
-            end = timer.mark()
+            with sig.repeat(device):
+                start = timer.mark()
+                with torch.inference_mode():
+                    output = built.run(phases)
+                end = timer.mark()
             marks += phases.marks + [(r, "total", scopes.NO_STEP, start, end)]
             if progress:
-                progress(f"repeat {r + 1}/{repeats}")
+                progress(_label(r, policy))
+            r += 1
         timer.finish()
     times = pd.DataFrame([(r, p, s, timer.elapsed_s(a, b)) for r, p, s, a, b in marks],
                          columns=["repeat", "phase", "step", "time_s"])
-    return Measurement("timing", timer.kind, times, mem.result(), output=output)
+    return Measurement("timing", timer.kind, times, mem.result(), output=output, signals=sig.result(policy))
 
 
-def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
+def measure_trace(built: Any, device: torch.device, repeats: int | RepeatPolicy, warmup: int,
                   run: dict[str, Any], trace_to: Path | None = None,
                   progress: Progress | None = None) -> Measurement:
+    """Trace mode. Each repeat is its own profiler session whose events become op-table rows right after it
+    (outside the timed region and the memory measure), so memory holds one repeat's raw events, not all of
+    them; with `trace_to` (the Chrome trace of every repeat kept) one session spans every repeat."""
+    policy = _policy(repeats)
     _warmup(built, warmup, progress)
+    sig = _Signals()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     phases = scopes.TracePhases()
     output = None
-    prof = torch.profiler.profile(activities=activities, record_shapes=True)
-    with MemoryMonitor(device) as mem, scopes.ModuleScopes(built.parts) as modules:
-        t0, c0 = time.perf_counter(), time.process_time()
-        with _quiet_stderr():
-            prof.start()
-        try:
-            for r in range(repeats):
-                with record_function(scopes.REPEAT + str(r)), torch.inference_mode():
+    one_session = trace_to is not None
+    tables: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    stats = {"events": 0, "collect_s": 0.0, "collect_cpu_s": 0.0, "analyze_s": 0.0}
+    peaks: list[dict[str, Any]] = []
+    with scopes.ModuleScopes(built.parts) as modules:
+        prof = None
+        r = 0
+        while policy.more(sig.wall_s):
+            if prof is None:
+                prof = torch.profiler.profile(activities=activities, record_shapes=True)
+                t0, c0 = time.perf_counter(), time.process_time()
+                with _quiet_stderr():
+                    prof.start()
+            with MemoryMonitor(device) as mem:
+                with sig.repeat(device), record_function(scopes.REPEAT + str(r)), torch.inference_mode():
                     output = built.run(phases)
-                synchronize(device)
-                if progress:
-                    progress(f"repeat {r + 1}/{repeats}")
-        finally:
-            with _quiet_stderr():
-                prof.stop()
-        collect_s, collect_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    if progress:
-        progress("building the op table")
+            peaks.append(mem.result())
+            if progress:
+                progress(_label(r, policy))
+            r += 1
+            if not one_session or not policy.more(sig.wall_s):
+                with _quiet_stderr():
+                    prof.stop()
+                stats["collect_s"] += time.perf_counter() - t0
+                stats["collect_cpu_s"] += time.process_time() - c0
+                if one_session and progress:
+                    progress("building the op table")
+                tables.append(_op_table(prof, modules, run, stats))
+                if one_session:
+                    trace_file = _export_trace(prof, trace_to)
+                prof = None
+    ops = pd.concat([t[0] for t in tables], ignore_index=True)
+    times = pd.concat([t[1] for t in tables], ignore_index=True)
+    return Measurement("trace", "torch.profiler", times, _peak(peaks), ops=ops,
+                       trace_file=trace_file if one_session else None, output=output, profiler=stats,
+                       signals=sig.result(policy))
+
+
+def _op_table(prof: Any, modules: Any, run: dict[str, Any], stats: dict[str, Any]) -> tuple:
     t0 = time.perf_counter()
     ev = events.from_profile(prof)
-    ops, times = optable.build(ev, modules.types, modules.attention_kinds, run)
-    stats = {"events": len(ev) + len(ev.kernel_ns), "collect_s": collect_s, "collect_cpu_s": collect_cpu_s,
-             "analyze_s": time.perf_counter() - t0}
-    trace_file = None
-    if trace_to is not None:
-        trace_file = _export_trace(prof, trace_to)
-    return Measurement("trace", "torch.profiler", times, mem.result(), ops=ops,
-                       trace_file=trace_file, output=output, profiler=stats)
+    out = optable.build(ev, modules.types, modules.attention_kinds, run)
+    stats["events"] += len(ev) + len(ev.kernel_ns)
+    stats["analyze_s"] += time.perf_counter() - t0
+    return out
+
+
+def _peak(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
+    """The memory of every repeat as one: the highest peak, and its growth over the first repeat's start."""
+    worst = max(per_repeat, key=lambda m: m.get("peak_device_bytes", m["peak_rss_bytes"]))
+    start = per_repeat[0]["rss_at_start_bytes"]
+    out = {**worst, "peak_rss_growth_bytes": max(m["peak_rss_bytes"] for m in per_repeat) - start,
+           "rss_at_start_bytes": start}
+    out["peak_rss_bytes"] = max(m["peak_rss_bytes"] for m in per_repeat)
+    return out
 
 
 @contextlib.contextmanager
