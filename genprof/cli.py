@@ -26,6 +26,40 @@ err = Console(stderr=True)
 _state = {"debug": False}
 
 
+class _Status:
+    """Progress of a long command: a live bar on stderr when stdout is a terminal; otherwise (a log, a pipe)
+    one plain line per event on stdout, with the seconds since the start, so a log shows where a run is."""
+
+    def __init__(self, title: str, total: int | None = None):
+        self.title, self.total, self.live = title, total, sys.stdout.isatty()
+        self.t0 = 0.0
+
+    def __enter__(self) -> "_Status":
+        import time
+
+        self.t0 = time.perf_counter()
+        if self.live:
+            columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
+            if self.total:
+                columns.append(TextColumn("{task.completed}/{task.total}"))
+            self.bar = Progress(*columns, TimeElapsedColumn(), console=err, transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.title, total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.bar.__exit__(*exc)
+
+    def update(self, description: str, advance: bool = False) -> None:
+        import time
+
+        if self.live:
+            self.bar.update(self.task, advance=1 if advance else 0, description=description)
+        else:
+            print(f"[{time.perf_counter() - self.t0:7.1f} s] {description}", flush=True)
+
+
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
     _state["debug"] = debug
@@ -62,7 +96,12 @@ def run_cmd(
     weights: Optional[Path] = typer.Option(None, help="Local directory with real weights (safetensors)."),
     trace_file: bool = typer.Option(False, "--trace-file", help="Keep the gzip Chrome trace (trace mode)."),
     seed: int = typer.Option(0, help="Seed for weights and inputs."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: 1 on a CPU; see README)."),
+    ci_target: Optional[float] = typer.Option(None, "--ci-target", help="Repeat until the median's 95%% "
+                                              "confidence interval is within this fraction of it (e.g. 0.05); "
+                                              "--repeats is then the least number of repeats."),
+    budget: Optional[float] = typer.Option(None, help="With --ci-target: stop after this many seconds of "
+                                           "measured repeats (default 120)."),
     out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder for run directories."),
     project_hw: Optional[str] = typer.Option(None, "--project", help="Then project the run on hardware: "
                                              "a100 | h100 | h200 | local."),
@@ -72,7 +111,8 @@ def run_cmd(
 
     spec = api.make_spec(workload, size=size, batch=batch, steps=steps, tokens=tokens, repeats=repeats,
                          warmup=warmup, mode=mode, device=device, dtype=dtype, optimizations=opt, params=set_,
-                         weights=str(weights) if weights else None, record_trace=trace_file, seed=seed, threads=threads)
+                         weights=str(weights) if weights else None, record_trace=trace_file, seed=seed, threads=threads,
+                         ci_target=ci_target, budget_s=budget)
     api.validate(spec)
     if project_hw is not None:
         from genprof.roofline.hardware import canonical_name
@@ -80,15 +120,9 @@ def run_cmd(
         canonical_name(project_hw)  # an unknown name fails before the run
         if mode != "trace":
             raise GenprofError("--project needs the op table: use --mode trace")
-    total = warmup + repeats + (1 if mode == "trace" else 0)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task(f"{workload} ({size}): building", total=total)
-
-        def progress(what: str) -> None:
-            bar.update(task, advance=1, description=f"{workload} ({size}): {what}")
-
-        res = api.run(spec, out=out_dir, progress=progress)
+    total = None if ci_target else warmup + repeats + (1 if mode == "trace" else 0)
+    with _Status(f"{workload} ({size}): building", total) as status:
+        res = api.run(spec, out=out_dir, progress=lambda what: status.update(f"{workload} ({size}): {what}", True))
     out.print(f"run: {res.path}")
     if not res.ok:
         print(f"run failed: {res.meta['reason']} (recorded in {res.path / 'run.json'})", file=sys.stderr)
@@ -96,8 +130,19 @@ def run_cmd(
             err.print(res.meta.get("traceback", ""))
         raise typer.Exit(1)
     _print_run(res.meta, res.ops)
+    _warn_unstable(res.meta)
     if project_hw is not None:
         _project(res.path, project_hw, None, None, None, None, threads)
+
+
+def _warn_unstable(meta: dict) -> None:
+    """One warning line on stderr for a run outside the stability bounds (and one per interference sign)."""
+    st = (meta.get("summary") or {}).get("stability") or {}
+    name = f"{meta.get('run_id', '')}: "
+    if st.get("verdict") == "unstable":
+        print(f"warning: {name}unstable timing: {'; '.join(st.get('reasons', []))}", file=sys.stderr)
+    for w in st.get("warnings", []):
+        print(f"warning: {name}{w}", file=sys.stderr)
 
 
 @app.command("project")
@@ -169,9 +214,10 @@ def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, ou
 
 @app.command("paper")
 def paper_cmd(
-    out_dir: Path = typer.Option(Path("runs/paper"), "--out", help="Folder for the counted and measured runs "
-                                 "and paper.html."),
-    doc: Path = typer.Option(Path("docs/paper.md"), "--doc", help="Markdown page to write."),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder for the counted and measured runs, "
+                                 "paper.md and paper.html; suite runs already there are reused."),
+    doc: Optional[Path] = typer.Option(None, "--doc", help="Markdown page to write (default: OUT/paper.md; "
+                                       "docs/paper.md in a checkout is regenerated with --doc docs/paper.md)."),
     size: str = typer.Option("paper", help="Size to count and project (paper; tiny for a quick check)."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the small suite on this CPU "
                                  "(skipped when --runs is given)."),
@@ -179,11 +225,11 @@ def paper_cmd(
                                     "GPU trace-mode runs)."),
     measure_size: str = typer.Option("small", help="Size of the measured suite."),
     only: List[str] = typer.Option([], "--only", help="Only these workloads (repeatable)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for the measured runs."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the measured runs (default: 1)."),
     attention_doc: Path = typer.Option(Path("docs/attention-study.md"), help="Measured flash speedups "
                                        "(from scripts/attention_study.py)."),
 ) -> None:
-    """The study's headline claims: projection at paper size beside our measurements (docs + HTML)."""
+    """The study's headline claims: projection at paper size beside our measurements (markdown + HTML)."""
     import shlex
 
     from genprof import api
@@ -194,18 +240,24 @@ def paper_cmd(
         if n not in api.SUITE:
             raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
     api.make_spec(names[0], size=size)  # validates the size
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True) as bar:
-        task = bar.add_task("paper: counting")
+    doc = doc or out_dir / "paper.md"
+    with _Status("paper: counting") as status:
         counted = paper.count_suite(out_dir / f"count-{size}", size=size, names=names,
-                                    on_start=lambda n: bar.update(task, description=f"paper: counting {n} ({size}, meta)"))
+                                    on_start=lambda n: status.update(f"paper: counting {n} ({size}, meta)"))
         roots = list(runs)
         if not roots and measure:
-            mroot = out_dir / f"measured-{measure_size}"
-            api.suite(size=measure_size, out=mroot, workloads=names, repeats=2, warmup=1, threads=threads,
-                      on_start=lambda n: bar.update(task, description=f"paper: measuring {n} ({measure_size}, cpu)"))
-            roots = [mroot]
-        bar.update(task, description="paper: projecting")
+            found = paper.find_suite_runs(out_dir, measure_size, names)
+            for n, path in found.items():
+                status.update(f"paper: reusing the measured {n} ({measure_size}) in {path}")
+            missing = tuple(n for n in names if n not in found)
+            if missing:
+                entries = api.suite(size=measure_size, out=out_dir, workloads=missing, repeats=2, warmup=1,
+                                    threads=threads,
+                                    on_start=lambda n: status.update(f"paper: measuring {n} ({measure_size}, cpu)"),
+                                    progress=lambda what: status.update(f"paper: measuring: {what}"))
+                found.update({e.workload: e.path for e in entries if e.status == "ok"})
+            roots = list(found.values())
+        status.update("paper: projecting")
         result = paper.build_paper(counted, roots, attention_doc, size=size)
     cmd = "genprof " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["paper"] else "genprof paper"
     written = paper.write_paper(result, doc, out_dir / "paper.html", [*roots, out_dir / f"count-{size}"], cmd, size)
@@ -264,11 +316,17 @@ def compare_cmd(run_dirs: List[Path] = typer.Argument(..., help="Two or more run
         t = store.read_table(d, store.OPS)
         if m["status"] != "ok":
             raise GenprofError(f"{d} is a failed run ({m.get('reason', '')}); compare takes successful runs")
+        if not store.measured(m):
+            raise GenprofError(f"{d} ran on the meta device: it counted FLOPs and bytes and timed nothing; "
+                               f"compare compares measured times (`genprof project` predicts them)")
         if t is not None:
             tables.append(t)
     e2e = end_to_end(metas)
-    _print_df("end to end (median of repeats; speedup = baseline / run)", e2e[
-        ["run_id", "optimizations", "mode", "total_median_s", "total_stdev_s", "n", "speedup", "speedup_spread"]])
+    _print_df("end to end (median of repeats; speedup = baseline / run; significant = the medians' 95% "
+              "intervals do not overlap)", e2e[["run_id", "optimizations", "mode", "total_median_s", "ci_low_s",
+                                                "ci_high_s", "n", "speedup", "significant", "stability"]])
+    for m in metas:
+        _warn_unstable(m)
     if len(tables) >= 2:
         ops = pd.concat(tables, ignore_index=True)
         _print_df("per operator family", compare(ops, "family").drop(columns=["run_id"]))
@@ -298,6 +356,7 @@ def suite_cmd(
     mode: str = typer.Option("trace", help="timing | trace"),
     device: str = typer.Option("cpu", help="cpu | cuda | meta (counting only)"),
     only: List[str] = typer.Option([], "--only", help="Run only these workloads (repeatable)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: 1 on a CPU; see README)."),
 ) -> None:
     """Characterize the study's suite (8 TTI/TTV workloads + the LLM), one after another."""
     from genprof import api
@@ -307,28 +366,29 @@ def suite_cmd(
         if n not in api.SUITE:
             raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
     api.make_spec(names[0], size=size, repeats=repeats, warmup=warmup, mode=mode, device=device)  # validate
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("suite", total=len(names))
-        current = {"name": ""}
+    with _Status("suite", len(names)) as status:
+        current = {"name": "", "i": 0}
 
         def on_start(name: str) -> None:
-            if current["name"]:
-                bar.advance(task)
+            current["i"] += 1
+            status.update(f"suite {size}: {name} ({current['i']}/{len(names)})", advance=current["i"] > 1)
             current["name"] = name
-            bar.update(task, description=f"suite {size}: {name}")
 
         def progress(what: str) -> None:
-            bar.update(task, description=f"suite {size}: {current['name']}: {what}")
+            status.update(f"suite {size}: {current['name']}: {what}")
 
         entries = api.suite(size=size, out=out_dir, workloads=names, on_start=on_start, progress=progress,
-                            repeats=repeats, warmup=warmup, mode=mode, device=device)
+                            repeats=repeats, warmup=warmup, mode=mode, device=device, threads=threads)
     t = Table(title=f"suite at size {size}")
-    for col in ("workload", "status", "seconds", "run / reason"):
+    for col in ("workload", "status", "timing", "seconds", "run / reason"):
         t.add_column(col)
     for e in entries:
-        t.add_row(e.workload, e.status, f"{e.seconds:.1f}", str(e.path) if e.status == "ok" else e.reason)
+        t.add_row(e.workload, e.status, e.stability or "—", f"{e.seconds:.1f}",
+                  str(e.path) if e.status == "ok" else e.reason)
     out.print(t)
+    for e in entries:
+        if e.stability == "unstable":
+            print(f"warning: {e.workload}: unstable timing: {'; '.join(e.reasons)}", file=sys.stderr)
     from genprof.reports.html import write_report
 
     paths = [e.path for e in entries if e.path is not None]
@@ -406,16 +466,15 @@ def sweep_cmd(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err,
-                  transient=True) as bar:
-        task = bar.add_task("sweep", total=len(plan.specs))
+    with _Status("sweep", len(plan.specs)) as status:
+        done = {"n": 0}
 
         def on_event(kind: str, e) -> None:
             if kind == "start":
-                bar.update(task, description=f"sweep: {e.label}")
+                status.update(f"sweep ({done['n'] + 1}/{len(plan.specs)}): {e.label}")
             else:
-                bar.advance(task)
+                done["n"] += 1
+                status.update(f"sweep ({done['n']}/{len(plan.specs)}): {e.label}: {e.status}", advance=True)
 
         result = sw.run_sweep(plan.specs, out_dir, executor=executor, retry_failed=retry_failed, timeout=timeout,
                               on_event=on_event, report=False if no_report else report, ray_address=ray_address,
@@ -439,23 +498,38 @@ def sweep_cmd(
 
 
 def _print_run(meta: dict, ops) -> None:
-    from genprof.reports import breakdown
+    from genprof import store
 
     spec, summary = meta["spec"], meta["summary"]
+    measured = store.measured(meta)
     out.print(f"{spec['workload']} size={spec['size']} batch={spec['batch']} device={spec['device']} "
               f"dtype={spec['dtype']} mode={spec['mode']} opts={'+'.join(spec['optimizations']) or 'baseline'} "
-              f"repeats={summary['total'].get('n')}")
+              + (f"repeats={summary['total'].get('n')} threads={(meta.get('environment') or {}).get('torch_threads')}"
+                 if measured else "(counted, not timed)"))
+    if not measured:
+        _print_counts(ops)
+        return
     t = Table(title="phases (wall time over repeats)")
-    for col in ("phase", "median s", "p10 s", "p90 s", "stdev s", "steps"):
+    for col in ("phase", "median s", "95% CI of the median", "p10 s", "p90 s", "MAD s", "steps"):
         t.add_column(col, justify="right" if col != "phase" else "left")
     for ph, s in list(summary["phases"].items()) + [("total", summary["total"])]:
         nsteps = summary["steps"].get(ph, {}).get("steps_per_repeat", "")
-        t.add_row(ph, f"{s['median_s']:.4f}", f"{s['p10_s']:.4f}", f"{s['p90_s']:.4f}", f"{s['stdev_s']:.4f}",
-                  str(nsteps))
+        ci = f"{s['ci_low_s']:.4f}–{s['ci_high_s']:.4f} ({100 * s['ci_level']:.0f}%)" if "ci_low_s" in s else "—"
+        t.add_row(ph, f"{s['median_s']:.4f}", ci, f"{s['p10_s']:.4f}", f"{s['p90_s']:.4f}",
+                  f"{s.get('mad_s', s['stdev_s']):.4f}", str(nsteps))
     out.print(t)
+    st = summary.get("stability")
+    if st:
+        util = st.get("cpu_utilization") or []
+        detail = f"MAD {100 * st['rel_mad']:.1f}% of the median" + (
+            f", CPU busy {100 * min(util):.0f}-{100 * max(util):.0f}% per thread" if util else "")
+        out.print(f"timing: {st['verdict']} ({detail})" if st["verdict"] == "stable" else
+                  f"timing: UNSTABLE: {'; '.join(st['reasons'])}", markup=False, highlight=False)
     for k, v in summary.get("derived", {}).items():
         out.print(f"{k}: {v:.6g}")
     if ops is not None and len(ops):
+        from genprof.reports import breakdown
+
         fam = breakdown(ops, "family")
         t = Table(title="time by operator family (mean over repeats)")
         for col in ("family", "time s", "share", "GFLOP", "MB moved"):
@@ -464,13 +538,36 @@ def _print_run(meta: dict, ops) -> None:
             t.add_row(r.family, f"{r.time_s:.4f}", f"{100 * r.share:.1f}%", f"{r.flops / 1e9:.3f}",
                       f"{r.bytes / 1e6:.1f}")
         out.print(t)
-        unknown = summary.get("unclassified_ops") or []
-        if unknown:
-            out.print(f"unclassified ops (family Other): {', '.join(unknown)}")
+        _print_unclassified(summary)
     mem = summary.get("memory", {})
     if "peak_device_bytes" in mem:
         out.print(f"peak device memory: {mem['peak_device_bytes'] / 2**20:.1f} MiB")
-    out.print(f"peak RSS growth: {mem.get('peak_rss_growth_bytes', 0) / 2**20:.1f} MiB")
+    if "peak_rss_bytes" in mem:
+        out.print(f"peak RSS of the process (measured repeats): {mem['peak_rss_bytes'] / 2**20:.1f} MiB")
+    out.print(f"RSS growth during the measured repeats: {mem.get('peak_rss_growth_bytes', 0) / 2**20:.1f} MiB")
+
+
+def _print_counts(ops) -> None:
+    """A meta-device run: what it counted (FLOPs, bytes, calls), never a time."""
+    out.print("meta device: FLOPs, bytes and shapes counted; nothing timed "
+              "(`genprof project RUN --hw h100` predicts times from these counts)")
+    if ops is None or not len(ops):
+        return
+    for by in ("family", "phase"):
+        g = ops[ops["family"] != "Overhead"].groupby(by)[["calls", "flops", "bytes"]].sum()
+        t = Table(title=f"counts by {by} (one pass)")
+        for col in (by, "calls", "GFLOP", "MB moved", "FLOP/byte"):
+            t.add_column(col, justify="right" if col != by else "left")
+        for name, r in g.sort_values("flops", ascending=False).iterrows():
+            t.add_row(str(name), f"{int(r.calls)}", f"{r.flops / 1e9:.4g}", f"{r.bytes / 1e6:.4g}",
+                      f"{r.flops / r.bytes:.3g}" if r.bytes else "—")
+        out.print(t)
+
+
+def _print_unclassified(summary: dict) -> None:
+    unknown = summary.get("unclassified_ops") or []
+    if unknown:
+        out.print(f"unclassified ops (family Other): {', '.join(unknown)}")
 
 
 def main() -> None:

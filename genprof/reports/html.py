@@ -39,8 +39,12 @@ from genprof.errors import GenprofError
 from genprof.profiler.stats import summarize
 from genprof.reports import figures as F
 from genprof.reports.breakdown import seq_profile
+from genprof.reports.compare import verdict
 
 TOP_OPS = 15
+MEMORY_LABELS = {"peak_device_bytes": "peak device memory, allocator (MiB)",
+                 "peak_rss_bytes": "peak RSS of the process (MiB)",
+                 "peak_rss_growth_bytes": "RSS growth during the measured repeats (MiB)"}
 RUN_COLUMNS = ["run_id", "path", "status", "reason", "workload", "size", "batch", "mode", "device", "dtype",
                "optimizations", "total_median_s", "total_stdev_s", "repeats", "created"]
 
@@ -185,16 +189,26 @@ def _summary(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> dic
     rows = []
     for rid in order:
         r, meta = runs.loc[rid], d["metas"].get(rid, {})
-        fam, share = _top_family(rid, d["ops"], meta)
-        med, sd = _num(r.get("total_median_s")), _num(r.get("total_stdev_s"))
-        total = "—" if med is None else f"{med:.4g} ± {(sd or 0.0):.2g} s"
+        timed = bool(r.get("measured", True))
+        fam, share = _top_family(rid, d["ops"], meta) if timed else ("—", None)
+        med = _num(r.get("total_median_s"))
+        lo, hi = _num(r.get("total_ci_low_s")), _num(r.get("total_ci_high_s"))
+        total = ("counted, not timed" if not timed else "—" if med is None else
+                 f"{med:.4g} s" + (f" [{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else ""))
+        status = str(r.get("status")) + (" · UNSTABLE" if r.get("stability") == "unstable" else "")
+        reasons = "; ".join(((meta.get("summary") or {}).get("stability") or {}).get("reasons", []))
         rows.append([cell(labels[rid]), cell(r.get("workload")), cell(r.get("size")), num(r.get("batch")),
                      cell(r.get("mode")), cell(r.get("device")), cell(r.get("dtype")), cell(r.get("optimizations")),
-                     cell(r.get("status")), cell(total, med), num(r.get("repeats")),
-                     cell(fam if share is None else f"{fam} ({100 * share:.0f}%)", share), cell(rid)])
+                     cell(status), cell(total, med if timed else None), num(r.get("repeats") if timed else None),
+                     cell(fam if share is None else f"{fam} ({100 * share:.0f}%)", share),
+                     cell(reasons or ("—" if timed else "meta device")), cell(rid)])
     cols = ["run", "workload", "size", "batch", "mode", "device", "dtype", "optimizations", "status",
-            "total (median ± stdev)", "repeats", "top family (excl. overhead)", "run id"]
-    return table("table-summary", cols, rows, "One row per run. Total: whole-inference wall time over repeats.",
+            "total: median [95% CI]", "repeats", "top family (excl. overhead)", "timing notes", "run id"]
+    return table("table-summary", cols, rows,
+                 "One row per run. Total: whole-inference wall time, median over repeats, with the confidence "
+                 "interval of the median (95% from six repeats; [min, max] below). UNSTABLE: the repeats break "
+                 "the stability bounds (timing notes say which); its times are not to be trusted. Meta-device "
+                 "runs count FLOPs and bytes and time nothing: they appear under Counted runs only.",
                  empty="no runs found")
 
 
@@ -267,12 +281,12 @@ def _derived_table(d: dict[str, Any], order: list[str], labels: dict[str, str]) 
         for k, v in (summ.get("derived") or {}).items():
             rows.append([cell(labels[rid]), cell(k), num(v, 5)])
         mem = summ.get("memory") or {}
-        for k in ("peak_device_bytes", "peak_rss_growth_bytes"):
+        for k, name in MEMORY_LABELS.items():
             if _num(mem.get(k)) is not None:
-                rows.append([cell(labels[rid]), cell(k.replace("_bytes", " (MiB)")), num(mem[k], 5, 1 / 2**20)])
+                rows.append([cell(labels[rid]), cell(name), num(mem[k], 5, 1 / 2**20)])
     return table("table-derived", ["run", "metric", "value"], rows,
-                 "Workload metrics (time to first token, time per output token, ...) and peak memory.",
-                 empty="no derived metrics")
+                 "Workload metrics (time to first token, time per output token, ...) and memory over the measured "
+                 "repeats (after warm-up).", empty="no derived metrics")
 
 
 def _top_ops_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) -> dict[str, Any]:
@@ -336,21 +350,49 @@ def _optimizations(d: dict[str, Any], order: list[str], labels: dict[str, str]) 
         med = _num(r.get("total_median_s")) if r["status"] == "ok" else None
         bmed = _num(b["total_median_s"]) if b is not None else None
         sp = bmed / med if med and bmed else None
+        sig = verdict(_ci(r), _ci(b)) if sp is not None else "—"
         recs.append({"run_id": rid, "workload": r["workload"], "size": r["size"], "optimization": r["optimizations"],
                      "speedup": sp, **q})
         note = ("" if r["status"] == "ok" else f"run {r['status']}") if b is not None else "no baseline run"
-        rows.append((rid, r, b, med, bmed, sp, q, note))
+        rows.append((rid, r, b, med, bmed, sp, sig, q, note))
     out_rows = [[cell(labels[rid]), cell(r["workload"]), cell(r["size"]), num(r["batch"]), cell(r["optimizations"]),
                  cell(labels.get(b["run_id"]) if b is not None else "—"), num(bmed), num(med),
-                 num(sp, 3, suffix="×"), *[cell(_fmt(q[k]), q[k]) if k in q else cell("—") for k in qkeys], cell(note)]
-                for rid, r, b, med, bmed, sp, q, note in rows]
+                 num(sp, 3, suffix="×"), cell(sig), *[cell(_fmt(q[k]), q[k]) if k in q else cell("—") for k in qkeys],
+                 cell(note)]
+                for rid, r, b, med, bmed, sp, sig, q, note in rows]
     cols = ["run", "workload", "size", "batch", "optimizations", "baseline run", "baseline median s", "median s",
-            "speedup", *[f"quality: {k}" for k in qkeys], "note"]
+            "speedup", "significant", *[f"quality: {k}" for k in qkeys], "note"]
     t = table("table-optimizations", cols, out_rows,
               "Speedup = baseline total median / optimized total median, against the baseline run of the same "
-              "workload, size and batch (same mode, device and dtype preferred). Quality from run.json summary.quality.",
+              "workload, size and batch (same mode, device and dtype preferred); significant: the two medians' "
+              "confidence intervals do not overlap (else the speedup is within the noise). Quality from run.json "
+              "summary.quality.",
               empty="no optimized runs (every run is a baseline)")
     return t, pd.DataFrame(recs)
+
+
+def _counted_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) -> dict[str, Any]:
+    """Meta-device runs: what they counted per operator family (calls, FLOPs, bytes), never a time."""
+    rows = []
+    if not ops.empty:
+        present = set(ops["run_id"])
+        for rid in [r for r in order if r in present]:
+            run = ops[(ops["run_id"] == rid) & (ops["family"] != "Overhead")]
+            g = run.groupby("family")[["calls", "flops", "bytes"]].sum().sort_values("flops", ascending=False)
+            for fam, r in g.iterrows():
+                rows.append([cell(labels[rid]), cell(fam), num(r["calls"], 6), num(r["flops"], 4, 1e-9),
+                             num(r["bytes"], 4, 1e-6), num(r["flops"] / r["bytes"] if r["bytes"] else None, 3)])
+    return table("table-counted", ["run", "family", "calls", "GFLOP", "MB moved", "FLOP / byte"], rows,
+                 "Runs on the meta device: FLOPs, bytes and shapes of one pass, no time (`genprof project RUN --hw "
+                 "h100` predicts times from them).", empty="no meta-device runs")
+
+
+def _ci(r: Any) -> dict[str, Any] | None:
+    """The total's median interval of a runs-table row, as genprof.profiler.stats reads it."""
+    if r is None:
+        return None
+    return {"ci_low_s": _num(r.get("total_ci_low_s")), "ci_high_s": _num(r.get("total_ci_high_s")),
+            "n": int(_num(r.get("repeats")) or 0)}
 
 
 def _failed(d: dict[str, Any], order: list[str], labels: dict[str, str]) -> tuple[dict, list[dict]]:
@@ -535,6 +577,7 @@ Click a table header to sort.</p>
 <section id="top-ops"><h2>Top ops</h2>{{ render(top_ops) }}</section>
 <section id="sequence-lengths"><h2>Sequence-length profile</h2>{{ render(seq) }}</section>
 <section id="optimizations"><h2>Optimizations</h2>{{ render(optimizations) }}</section>
+<section id="counted-runs"><h2>Counted runs (meta device, not timed)</h2>{{ render(counted) }}</section>
 {% if roofline %}<section id="roofline"><h2>Roofline projection</h2>
 {% if roofline.headline %}<h3>The study's headline claims</h3>{{ render(roofline.headline) }}{% endif %}
 {% for f in roofline.figures %}
@@ -556,7 +599,7 @@ Click a table header to sort.</p>
 SECTIONS = [("summary", "Summary"), ("environment", "Environment"), ("figures", "Figures"),
             ("family-breakdown", "Families"), ("phase-statistics", "Phases"), ("top-ops", "Top ops"),
             ("sequence-lengths", "Sequence lengths"), ("optimizations", "Optimizations"),
-            ("failed-runs", "Failed runs")]
+            ("counted-runs", "Counted runs"), ("failed-runs", "Failed runs")]
 
 
 def _env() -> jinja2.Environment:
@@ -629,10 +672,14 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
     for key in ("ops", "phases"):
         if not d[key].empty:
             d[key] = d[key].assign(label=d[key]["run_id"].map(labels))
+    counted_ids = set(runs.loc[~runs["measured"].astype(bool), "run_id"]) if "measured" in runs else set()
+    counted_ops = d["ops"][d["ops"]["run_id"].isin(counted_ids)] if not d["ops"].empty else d["ops"]
+    timed = {**d, "runs": runs[~runs["run_id"].isin(counted_ids)],
+             **{k: d[k][~d[k]["run_id"].isin(counted_ids)] if not d[k].empty else d[k] for k in ("ops", "phases")}}
     env_table, provenance = _environment(d, order, labels)
-    opt_table, opt_df = _optimizations(d, order, labels)
+    opt_table, opt_df = _optimizations(timed, [r for r in order if r not in counted_ids], labels)
     failed_table, tracebacks = _failed(d, order, labels)
-    figures, skipped = _figures(d, opt_df)
+    figures, skipped = _figures(timed, opt_df)
     roofline_section = _roofline_section(d, roofline)
     from genprof import __version__
 
@@ -645,9 +692,10 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
         roots=[str(r) for r in roots], n_runs=len(order), notes=d["notes"], roofline=roofline_section,
         toc=SECTIONS if roofline_section is None else SECTIONS[:-1] + [("roofline", "Roofline")] + SECTIONS[-1:],
         summary=_summary(d, order, labels), environment=env_table, provenance=provenance,
-        figures=figures, skipped_figures=skipped, family=_family_table(d["ops"]),
-        phase_stats=_phase_table(d["phases"], labels, order), derived=_derived_table(d, order, labels),
-        top_ops=_top_ops_table(d["ops"], labels, order), seq=_seq_table(d["ops"], labels, order),
+        figures=figures, skipped_figures=skipped, family=_family_table(timed["ops"]),
+        phase_stats=_phase_table(timed["phases"], labels, order), derived=_derived_table(timed, order, labels),
+        top_ops=_top_ops_table(timed["ops"], labels, order), seq=_seq_table(d["ops"], labels, order),
+        counted=_counted_table(counted_ops, labels, order),
         optimizations=opt_table, failed=failed_table, tracebacks=tracebacks)
 
 

@@ -311,6 +311,31 @@ def family_table(proj: pd.DataFrame, hw_name: str = HEADLINE_HW) -> pd.DataFrame
     return out
 
 
+def find_suite_runs(root: str | Path, size: str, names: Sequence[str]) -> dict[str, Path]:
+    """The newest successful measured run of each workload below `root` that `genprof suite` at `size` would
+    have made (trace mode, CPU, no optimization, the size preset unchanged), to reuse instead of measuring."""
+    from genprof import store
+
+    root = Path(root)
+    if not root.exists():
+        return {}
+    runs = store.load_runs(root, "runs")
+    if runs.empty:
+        return {}
+    runs = runs[(runs["status"] == "ok") & (runs["size"] == size) & (runs["mode"] == "trace")
+                & (runs["device"] == "cpu") & (runs["optimizations"] == "baseline") & runs["measured"]
+                & runs["workload"].isin(list(names))].sort_values("created", ascending=False)
+    found: dict[str, Path] = {}
+    for r in runs.itertuples():
+        if r.workload in found:
+            continue
+        spec = store.read_run(r.path).get("spec") or {}
+        if spec.get("batch") == 1 and not spec.get("params") and spec.get("steps") is None \
+                and spec.get("tokens") is None and not spec.get("weights"):
+            found[r.workload] = Path(r.path)
+    return found
+
+
 def _runs_ops(roots: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ops, runs) over the measured runs below roots, ops tagged with the run's device."""
     from genprof import store
