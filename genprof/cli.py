@@ -327,6 +327,10 @@ def compare_cmd(run_dirs: List[Path] = typer.Argument(..., help="Two or more run
                                                 "ci_high_s", "n", "speedup", "significant", "stability"]])
     for m in metas:
         _warn_unstable(m)
+    for r in e2e.itertuples():
+        if r.significant == "yes" and r.speedup < 1:
+            print(f"note: {r.run_id} ({r.optimizations}) is slower than the baseline: {r.speedup:.3g}x",
+                  file=sys.stderr)
     if len(tables) >= 2:
         ops = pd.concat(tables, ignore_index=True)
         _print_df("per operator family", compare(ops, "family").drop(columns=["run_id"]))

@@ -354,6 +354,8 @@ def _optimizations(d: dict[str, Any], order: list[str], labels: dict[str, str]) 
         recs.append({"run_id": rid, "workload": r["workload"], "size": r["size"], "optimization": r["optimizations"],
                      "speedup": sp, **q})
         note = ("" if r["status"] == "ok" else f"run {r['status']}") if b is not None else "no baseline run"
+        if sp is not None and sp < 1:
+            note = "slower than its baseline" + ("" if sig == "yes" else " (within the noise)")
         rows.append((rid, r, b, med, bmed, sp, sig, q, note))
     out_rows = [[cell(labels[rid]), cell(r["workload"]), cell(r["size"]), num(r["batch"]), cell(r["optimizations"]),
                  cell(labels.get(b["run_id"]) if b is not None else "—"), num(bmed), num(med),
