@@ -110,7 +110,7 @@ def flat_step(engine: Any, items: list[tuple[Request, torch.Tensor, int]], phase
     for req, toks, start in items:
         n = int(toks.shape[0])
         pos = torch.arange(start, start + n, device=toks.device)[None]
-        groups.append(S.Group(req.cache, col, col + n, pos, store=store, last=last, seqs=[req]))
+        groups.append(S.Group(req.cache, col, col + n, pos, store=store, last=last))
         col += n
     return S.Step(engine.embed(ids[None]), groups, phase)
 

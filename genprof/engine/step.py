@@ -29,9 +29,9 @@ class Group:
 
     `valid` / `seg`: per new entry, real or padding, and its prompt in a packed row (see KVCache).
     `store`: how many of the new entries stay in the cache (None: all). `last`: the column, within the
-    group, whose logits are wanted (an int, or one per row; None: the last). `seqs`: what the rows carry
-    (requests; policies keep per-sequence state there). `scores[layer]`: the last query's attention over
-    the cache (rows, entries), filled at the layers a policy asks for.
+    group, whose logits are wanted (an int, or one per row; None: the last). `scores[layer]`: the last
+    query's attention over the cache (rows, entries), filled at the layers a policy asks for (token
+    policies keep their per-sequence state on the cache, KVCache.state).
     """
 
     cache: KVCache
@@ -42,7 +42,6 @@ class Group:
     seg: torch.Tensor | None = None
     store: int | None = None
     last: int | torch.Tensor | None = None
-    seqs: list[Any] = field(default_factory=list)
     scores: dict[int, torch.Tensor] = field(default_factory=dict)
     masks: dict[Any, torch.Tensor | None] = field(default_factory=dict)
 
@@ -60,10 +59,6 @@ class Step:
     select: tuple[torch.Tensor, torch.Tensor] | None = None  # explicit (rows, cols) of the logits wanted
     score_layers: set[int] = field(default_factory=set)
     rope: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @property
-    def flat(self) -> bool:
-        return len(self.groups) > 1
 
     def positions(self) -> torch.Tensor:
         if len(self.groups) == 1:
@@ -114,13 +109,3 @@ def per_row(x: torch.Tensor, caches: list[KVCache], pos: torch.Tensor, phase: st
     rows, n = x.shape[:2]
     groups = [Group(c, i * n, (i + 1) * n, pos) for i, c in enumerate(caches)]
     return Step(x.reshape(1, rows * n, x.shape[2]), groups, phase)
-
-
-def flat(parts: list[tuple[torch.Tensor, Group]], phase: str) -> Step:
-    """A one-row step: each (hidden (1, n, hidden), group) a segment of the row, in order."""
-    start = 0
-    for h, g in parts:
-        g.start, g.stop = start, start + h.shape[1]
-        start = g.stop
-    x = parts[0][0] if len(parts) == 1 else torch.cat([h for h, _ in parts], dim=1)
-    return Step(x, [g for _, g in parts], phase)
