@@ -337,7 +337,7 @@ def _phase_times(trace: Trace, memo: dict[int, dict[str, Any]]) -> pd.DataFrame:
     per_step: dict[tuple, float] = {}
     for e in trace.nodes:
         kind, value = _kind(e)
-        if kind == N.F_PHASE and _context(e.cpu_parent, memo)["fphase"] is None:
+        if kind == N.F_PHASE and _context(e.cpu_parent, memo)["fphase"] is None and _phase(_context(e, memo)) == value:
             out.append({"repeat": 0, "phase": value, "step": scopes.NO_STEP, "time_s": e.cpu_time_total / 1e6})
             s = steps.at(e.start_ns)
             if s != scopes.NO_STEP:

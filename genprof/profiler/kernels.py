@@ -29,7 +29,8 @@ _PATTERNS = [
     ("Attention", re.compile(r"flash|fmha|attention|_attn_|\battn|mha_fwd|mha_bwd", re.I)),
     ("Convolution", re.compile(r"conv(?!ert)|fprop|dgrad|wgrad|winograd|implicit_?gemm|scudnn|hcudnn|fft2d|"
                                r"im2col|col2im|miopen", re.I)),
-    ("Linear", re.compile(r"gemm|gemv|cublas|cutlass|Cijk_|hipblas|rocblas|wgmma|xmma|splitKreduce|matmul", re.I)),
+    ("Linear", re.compile(r"gemm|gemv|cublas|cutlass|Cijk_|hipblas|rocblas|wgmma|xmma|splitKreduce|matmul|"
+                          r"(^|_)(add|b)?mm(_|\d|$)", re.I)),
     ("Normalization", re.compile(r"layer_?norm|rms_?norm|group_?norm|batch_?norm|instance_?norm|RowwiseMoments|"
                                  r"GammaBeta|bn_fw|bn_bw", re.I)),
     ("Embedding", re.compile(r"embedding", re.I)),

@@ -238,6 +238,7 @@ def _phase_times(kind, ctx_repeat, ctx_phase, ctx_step, dur, start, end, outer_p
     frames.append(pd.DataFrame({"repeat": 0, "phase": "total", "step": values[name_id[fstep]].astype(np.int64),
                                 "time_s": dur[fstep] / 1e9}))
     ph = np.flatnonzero(outer_phase == np.arange(len(kind)))
+    ph = ph[ctx_phase[ph] == values[name_id[ph]]]  # an annotation inside autograd work is part of `backward`
     if len(ph):
         p = pd.DataFrame({"repeat": 0, "phase": values[name_id[ph]], "step": step_at(start[ph]) if len(fstep)
                           else scopes.NO_STEP, "time_s": dur[ph] / 1e9})
