@@ -1,21 +1,16 @@
 """Traces recorded by others on real GPUs (tests/data/traces, and ../shared/traces where present): GPU time is
-conserved and goes where an independent correlation-id attribution (plain json, in this file) puts it; no
-wrapper is an op; the reference builder agrees; scopes, families and streams on a hand-written trace; the
+conserved and goes where an independent correlation-id attribution (plain json:
+tests/independent_attribution.py) puts it; no wrapper is an op; the reference builder agrees; scopes, families and streams on a hand-written trace; the
 `genprof import` command and the commands that read its runs."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import re
-from collections import defaultdict
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from typer.testing import CliRunner
 
 import reference_optable as ref
@@ -24,54 +19,11 @@ from genprof import importer
 from genprof.cli import app
 from genprof.errors import GenprofError
 from genprof.profiler import events, kernels, naming, optable
+from independent_attribution import WRAPPER, Independent
 
 FIXTURES = sorted(TRACES.glob("*.json.gz"))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"  # beside the checkout, where CI has it
 CONTRACT = FIXTURES + sorted(SHARED.glob("*.json.gz"))
-GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
-WRAPPER = re.compile(r"^(ProfilerStep#|autograd::engine::|##.*##$|nn\.Module: |Optimizer\.|torch::autograd::)|"
-                     r"Backward\d*$")
-
-
-class Independent:
-    """What a trace says, read with json and a stack walk per thread: total device time, device time per
-    outermost namespaced cpu_op above each launch (by the launch's correlation id), the wrapper names."""
-
-    def __init__(self, path: Path):
-        data = json.loads(gzip.decompress(path.read_bytes()), parse_float=Decimal)
-        xs = [e for e in data["traceEvents"] if e.get("ph") == "X"]
-        gpu = [e for e in xs if e.get("cat") in GPU_CATS]
-        cpu = [e for e in xs if e.get("cat") not in GPU_CATS]
-        self.total_s = float(sum(Decimal(e["dur"]) for e in gpu)) / 1e6
-        self.wrappers = {e["name"] for e in cpu if e.get("cat") in ("user_annotation", "python_function")
-                         or WRAPPER.search(e["name"])}
-        parent: dict[int, dict] = {}
-        threads = defaultdict(list)
-        for e in cpu:
-            threads[(e["pid"], e["tid"])].append(e)
-        for evs in threads.values():
-            stack: list[dict] = []
-            for e in sorted(evs, key=lambda e: (e["ts"], -e["dur"])):
-                while stack and stack[-1]["ts"] + stack[-1]["dur"] <= e["ts"]:
-                    stack.pop()
-                if stack:
-                    parent[id(e)] = stack[-1]
-                stack.append(e)
-        launch = {}
-        for e in cpu:
-            c = (e.get("args") or {}).get("correlation")
-            if e.get("cat") in ("cuda_runtime", "cuda_driver") and c and c not in launch:
-                launch[c] = e
-        self.by_op: dict[str, float] = defaultdict(float)
-        for k in gpu:
-            node, op = launch.get(k["args"].get("correlation")), None
-            while node is not None:
-                if node.get("cat") == "cpu_op" and re.match(r"^\w+::", node["name"]) \
-                        and not node["name"].startswith(("autograd::", "torch::", "profiler::")):
-                    op = node["name"]
-                node = parent.get(id(node))
-            if op is not None:
-                self.by_op[op] += float(k["dur"]) / 1e6
 
 
 @pytest.mark.parametrize("trace", CONTRACT, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
@@ -82,10 +34,10 @@ def test_gpu_time_is_conserved_and_goes_to_the_launching_op(trace, tmp_path):
     assert ops["device_time_s"].sum() == pytest.approx(ind.total_s, rel=1e-9)  # every device event, once
     assert ops.loc[ops["op"].isin(ind.wrappers), "device_time_s"].sum() == 0  # a wrapper is never an op
     assert not ops["op"].map(lambda s: bool(WRAPPER.search(s))).any()
-    top = sorted(((t, op) for op, t in ind.by_op.items() if op.startswith("aten::")), reverse=True)[:5]
+    top = ind.top_aten(5)
     got = ops.groupby("op")["device_time_s"].sum()
     assert top
-    for t, op in top:
+    for op, t in top:
         assert got.get(op, 0.0) == pytest.approx(t, rel=0.03), op
 
 

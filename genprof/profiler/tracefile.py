@@ -146,23 +146,26 @@ def read(path: str | Path) -> EventTable:
     ids: dict[str, int] = {}
     names: list[str] = []
     cats: list[str] = []
-    threads, sigs, knames = _Interner(), _Interner(), _Interner()
+    tids: dict[tuple, int] = {}
+    sigs, knames = _Interner(), _Interner()
     name_id, thread, start, dur, corr, sig = (array("q") for _ in range(6))  # 8 bytes an event each
     k_corr, k_ns, k_start, k_kind, k_dev, k_stream, k_name = (array("q") for _ in range(7))
     sig_args: list[tuple[list, list, list]] = []
     meta: dict[str, Any] = {}
-    skip, device = SKIP_CATEGORIES, DEVICE_KINDS
+    skip, device, none = SKIP_CATEGORIES, DEVICE_KINDS, {}
+    add_name, add_thread, add_start, add_dur, add_corr, add_sig = (a.append for a in (name_id, thread, start, dur,
+                                                                                      corr, sig))
     gc_was = gc.isenabled()
     gc.disable()  # decoding allocates millions of short-lived containers and no cycles
     try:
         for chunk in _event_chunks(path, meta):
-            for e in chunk:
+            for e in chunk:  # the hot loop: one dict lookup per field, integers kept as they come
                 if e.get("ph") != "X":
                     continue
                 cat = e.get("cat", "")
                 if cat in skip:
                     continue
-                a = e.get("args") or {}
+                a = e.get("args") or none
                 kind = device.get(cat)
                 if kind is not None:
                     k_corr.append(int(a.get("correlation", 0) or 0))
@@ -179,20 +182,29 @@ def read(path: str | Path) -> EventTable:
                     i = ids[name] = len(names)
                     names.append(name)
                     cats.append(cat)
-                name_id.append(i)
-                thread.append(threads((e.get("pid"), e.get("tid"))))
-                start.append(_ns(e.get("ts", 0)))
-                dur.append(_ns(e.get("dur", 0)))
-                corr.append(int(a.get("correlation", 0) or 0))
+                add_name(i)
+                tk = (e.get("pid"), e.get("tid"))
+                ti = tids.get(tk)
+                if ti is None:
+                    ti = tids[tk] = len(tids)
+                add_thread(ti)
+                v = e.get("ts", 0)
+                add_start(v * 1000 if type(v) is int else _ns(v))
+                v = e.get("dur", 0)
+                add_dur(v * 1000 if type(v) is int else _ns(v))
+                v = a.get("correlation", 0)
+                add_corr(v if type(v) is int else int(v or 0))
                 dims = a.get("Input Dims")
                 if dims is None:
-                    sig.append(-1)
+                    add_sig(-1)
                 else:
-                    types, conc = a.get("Input type", []), a.get("Concrete Inputs", [])
+                    types, conc = a.get("Input type", ()), a.get("Concrete Inputs", ())
                     key = repr((dims, types, conc))
-                    if key not in sigs.ids:
-                        sig_args.append(_live_args(dims, types, conc))
-                    sig.append(sigs(key))
+                    s = sigs.ids.get(key)
+                    if s is None:
+                        sig_args.append(_live_args(dims, list(types), list(conc)))
+                        s = sigs(key)
+                    add_sig(s)
     finally:
         if gc_was:
             gc.enable()
