@@ -137,7 +137,7 @@ def from_profile(prof: Any) -> EventTable:
         if i is None:
             i = ids[n] = len(names)
             names.append(n)
-            cats.append(r.activity_type())
+            cats.append(_category(r))
         name_id[k] = i
     start = np.fromiter((r.start_ns() for r in cpu), np.int64, len(cpu))
     dur = np.fromiter((r.duration_ns() for r in cpu), np.int64, len(cpu))
@@ -145,7 +145,7 @@ def from_profile(prof: Any) -> EventTable:
     corr = np.fromiter((r.correlation_id() for r in cpu), np.int64, len(cpu))
     dev, kinds = [], []
     for i in np.flatnonzero(~is_cpu).tolist():
-        kind = DEVICE_KINDS.get(raw[i].activity_type())
+        kind = DEVICE_KINDS.get(_category(raw[i]) or "kernel")
         if kind is not None:  # GPU-side annotations and the like are not work
             dev.append(raw[i])
             kinds.append(kind)
@@ -168,6 +168,14 @@ def from_profile(prof: Any) -> EventTable:
         kernel_stream=np.fromiter((r.device_resource_id() for r in dev), np.int64, n),
         kernel_name_id=np.fromiter((knames(r.name()) for r in dev), np.int64, n),
         kernel_names=knames.values)
+
+
+def _category(r: Any) -> str:
+    """A raw event's category as the trace file writes it ('' where this torch does not say)."""
+    try:
+        return r.activity_type()
+    except AttributeError:  # torch before activity_type(): annotations are all it can tell apart
+        return "user_annotation" if getattr(r, "is_user_annotation", lambda: False)() else ""
 
 
 def from_chrome_trace(path: str | Path) -> EventTable:
