@@ -9,8 +9,8 @@ From the trace file, each side in a fresh process (peak memory = the
 process's peak RSS minus its RSS after imports), median of --repeats:
 - genprof: `events.from_chrome_trace` (streaming parse of the gzipped JSON,
   columns only) + `optable.build` (vectorized call tree; per-event context
-  of repeat/phase/step/module; top-level ops and overhead rows grouped by
-  (repeat, phase, step, module, op, input shapes); family, FLOPs and bytes per
+  of repeat/phase/step/module; outermost ops and overhead rows grouped by
+  (repeat, phase, step, module, scope, op, input shapes); family, FLOPs and bytes per
   row; phase and step times).
 - HTA (holistictraceanalysis): `TraceAnalysis(trace_dir)` (parses the file into
   its DataFrame with a symbol table) + `CallGraph` (parent, depth, kernel time

@@ -99,15 +99,41 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
     return tables.ops, tables.phases
 
 
-def build_tables(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
-                 run: dict[str, Any] | None = None, t: Tree | None = None) -> Tables:
-    """Op table, phase times, GPU time per kernel and busy time, from profiler events."""
-    t = t if t is not None else build_tree(ev)
+@dataclass
+class _Context:
+    """Per sorted position: what the scopes around an event (itself included) say."""
+
+    kind: np.ndarray
+    name_id: np.ndarray
+    values: np.ndarray
+    names: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    repeat: np.ndarray
+    phase: np.ndarray
+    step: np.ndarray
+    module: np.ndarray
+    scope: np.ndarray
+    optimizer: np.ndarray
+    outer_phase: np.ndarray
+    steps: np.ndarray  # positions of ProfilerStep#N ranges, by start
+
+    def step_at(self, times: np.ndarray) -> np.ndarray:
+        """The ProfilerStep#N holding each time (NO_STEP: none), whatever thread ran the work."""
+        s = self.steps
+        return _by_time(self.start[s], self.end[s], self.values[self.name_id[s]].astype(np.int64), times,
+                        scopes.NO_STEP)
+
+
+def _contexts(ev: EventTable, t: Tree) -> _Context:
+    """Repeat, phase, step, module, scope and optimizer flag of every event, one array pass per tree level.
+
+    genprof's ranges as always (step and module count only inside the phase). Elsewhere: phase from
+    autograd-engine work (`backward`), else the outermost `## name ##` annotation, else an optimizer step
+    (`optimizer`); step from ProfilerStep#N by time; module from `nn.Module: X` ranges."""
     name_kind, name_value = N.classify(ev.names, ev.name_cat)
     name_id = ev.name_id[t.order]
     kind = name_kind[name_id]
-    start, end = ev.start[t.order], ev.end[t.order]
-    n = len(kind)
     values = np.asarray(name_value, dtype=object)
     names = np.asarray(ev.names, dtype=object)
 
@@ -121,140 +147,142 @@ def build_tables(ev: EventTable, module_types: dict[str, str], attention_kinds: 
                                                  N.OPTIMIZER)}
     depth_of = lambda pos: np.where(pos >= 0, t.depth[np.maximum(pos, 0)], -1)  # noqa: E731
     phase_depth = depth_of(near[N.PHASE])
-    ctx_repeat = value_at(near[N.REPEAT], 0)
     outer_phase = _outermost(kind == N.F_PHASE, t)
-    ctx_phase = value_at(near[N.PHASE], scopes.OUTSIDE_PHASES)
+    phase = value_at(near[N.PHASE], scopes.OUTSIDE_PHASES)
     own = near[N.PHASE] < 0
     for mark, label in ((near[N.OPTIMIZER] >= 0, "optimizer"), (outer_phase >= 0, None),
-                        (near[N.AUTOGRAD] >= 0, "backward")):  # the last assignment wins: autograd, annotations, ...
+                        (near[N.AUTOGRAD] >= 0, "backward")):  # the last assignment wins
         sel = own & mark
-        ctx_phase[sel] = value_at(outer_phase[sel], "") if label is None else label
+        phase[sel] = value_at(outer_phase[sel], "") if label is None else label
     step_ok = depth_of(near[N.STEP]) > phase_depth
-    ctx_step = np.where(step_ok, value_at(near[N.STEP], scopes.NO_STEP), scopes.NO_STEP).astype(np.int64)
-    fstep = np.flatnonzero(kind == N.F_STEP)  # ProfilerStep#N: by time, whatever thread ran the work
-    fstep = fstep[np.argsort(start[fstep], kind="stable")]
-    step_at = lambda times: _by_time(start[fstep], end[fstep], values[name_id[fstep]].astype(np.int64),  # noqa
-                                     times, scopes.NO_STEP)
-    if len(fstep):
-        ctx_step = np.where(step_ok, ctx_step, step_at(start))
-    module_ok = depth_of(near[N.MODULE]) > phase_depth
-    ctx_module = np.where(module_ok, value_at(near[N.MODULE], ""), value_at(near[N.F_MODULE], ""))
-    ctx_scope = value_at(_nearest(np.isin(kind, N.SCOPE_COLUMN_KINDS), t), "", names)
-    in_optimizer = near[N.OPTIMIZER] >= 0
+    step = np.where(step_ok, value_at(near[N.STEP], scopes.NO_STEP), scopes.NO_STEP).astype(np.int64)
+    start, end = ev.start[t.order], ev.end[t.order]
+    steps = np.flatnonzero(kind == N.F_STEP)
+    ctx = _Context(kind, name_id, values, names, start, end, value_at(near[N.REPEAT], 0).astype(np.int64), phase,
+                   step, np.where(depth_of(near[N.MODULE]) > phase_depth, value_at(near[N.MODULE], ""),
+                                  value_at(near[N.F_MODULE], "")),
+                   value_at(_nearest(np.isin(kind, N.SCOPE_COLUMN_KINDS), t), "", names), near[N.OPTIMIZER] >= 0,
+                   outer_phase, steps[np.argsort(start[steps], kind="stable")])
+    if len(ctx.steps):
+        ctx.step = np.where(step_ok, step, ctx.step_at(start))
+    return ctx
 
-    is_op = kind == N.OP
-    is_scope = np.isin(kind, N.SCOPE_KINDS)
-    outer_op = _outermost(is_op, t)
-    top_op = is_op & (outer_op == np.arange(n))
-    over_row = is_scope & (outer_op < 0)
-    dur = end - start
-    parent = t.parent
-    counted = (parent >= 0) & (is_op | is_scope)  # runtime calls under a scope are the scope's own time
-    scope_child_ns = np.bincount(parent[counted], weights=dur[counted], minlength=n).astype(np.int64)
 
-    phase_times = _phase_times(kind, ctx_repeat, ctx_phase, ctx_step, dur, start, end, outer_phase, fstep,
-                               name_id, values, ev, step_at)
-
-    rows = np.flatnonzero(over_row | top_op)
-    over = ~top_op[rows]
-    self_ns = dur[rows] - np.where(over, scope_child_ns[rows], t.child_ns[rows])  # an op's self time: minus all
-    op_names = np.where(over, taxonomy.OVERHEAD_OP, names[name_id[rows]])
-    shapes = np.full(len(rows), "", dtype=object)
-    shapes[~over] = ev.shapes(t.order[rows[~over]].tolist())
-    lines = pd.DataFrame({
-        "pos": rows, "repeat": ctx_repeat[rows].astype(np.int64), "phase": ctx_phase[rows],
-        "step": ctx_step[rows], "module": ctx_module[rows], "scope": ctx_scope[rows], "op": op_names,
-        "input_shapes": shapes, "over": over, "krow": False, "kname": -1, "optim": in_optimizer[rows],
-        "self_time_s": self_ns / 1e9,
-        "total_time_s": np.where(over, self_ns, dur[rows]) / 1e9,
-        "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
-    })
-    # device work outside every op: a row per kernel name, in the launch's context (or none)
+def build_tables(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
+                 run: dict[str, Any] | None = None, t: Tree | None = None) -> Tables:
+    """Op table, phase times, GPU time per kernel and busy time, from profiler events."""
+    t = t if t is not None else build_tree(ev)
+    c = _contexts(ev, t)
+    n = len(c.kind)
+    outer_op = _outermost(c.kind == N.OP, t)
+    lines = _op_lines(ev, t, c, outer_op)
+    # device work: its launch's outermost op, else a line of its own
     kpos = t.kernel_pos
     klaunch_op = np.where(kpos >= 0, outer_op[np.maximum(kpos, 0)], -1)
     loose = np.flatnonzero(klaunch_op < 0)
     if len(loose):
-        lp = kpos[loose]
-        has = lp >= 0
-        lpc = np.maximum(lp, 0)
-        short = np.asarray([kernels.short_name(k) for k in ev.kernel_names], dtype=object)
-        kname = np.where(ev.kernel_kind[loose] == 0, short[ev.kernel_name_id[loose]],
-                         np.asarray(ev.kernel_names, dtype=object)[ev.kernel_name_id[loose]])
-        kstep = np.where(has, ctx_step[lpc], step_at(ev.kernel_start[loose]) if len(fstep) else scopes.NO_STEP)
-        klines = pd.DataFrame({
-            "pos": n + loose, "repeat": np.where(has, ctx_repeat[lpc], 0).astype(np.int64),
-            "phase": np.where(has, ctx_phase[lpc], scopes.OUTSIDE_PHASES), "step": kstep.astype(np.int64),
-            "module": np.where(has, ctx_module[lpc], ""), "scope": np.where(has, ctx_scope[lpc], NO_LAUNCH),
-            "op": kname, "kname": ev.kernel_name_id[loose], "input_shapes": "", "over": False, "krow": True,
-            "optim": has & in_optimizer[lpc],
-            "self_time_s": 0.0, "total_time_s": 0.0, "device_time_s": ev.kernel_ns[loose] / 1e9})
-        lines = pd.concat([lines, klines], ignore_index=True)
+        lines = pd.concat([lines, _kernel_lines(ev, c, kpos, loose, n)], ignore_index=True)
+    phase_times = _phase_times(ev, c)
+    gpu = kernels.gpu_summary(ev)
     if lines.empty:
-        empty = pd.DataFrame(columns=OP_COLUMNS)
-        return Tables(empty, phase_times, pd.DataFrame(columns=KERNEL_COLUMNS), kernels.gpu_summary(ev))
+        return Tables(pd.DataFrame(columns=OP_COLUMNS), phase_times, pd.DataFrame(columns=KERNEL_COLUMNS), gpu)
     g = lines.groupby(_KEY, sort=False, dropna=False)
     group = g.ngroup().to_numpy()
     table = g.agg(pos=("pos", "first"), over=("over", "first"), krow=("krow", "first"), optim=("optim", "first"),
-                  kname=("kname", "first"),
-                  calls=("pos", "size"), self_time_s=("self_time_s", "sum"), total_time_s=("total_time_s", "sum"),
-                  device_time_s=("device_time_s", "sum")).reset_index()
+                  kname=("kname", "first"), calls=("pos", "size"), self_time_s=("self_time_s", "sum"),
+                  total_time_s=("total_time_s", "sum"), device_time_s=("device_time_s", "sum")).reset_index()
     order = np.argsort(table["pos"].to_numpy(), kind="stable")
     table = table.iloc[order].reset_index(drop=True)
     row_of_group = np.empty(len(order), np.int64)
     row_of_group[order] = np.arange(len(order))
-    line_row = row_of_group[group]
-    opaque = _opaque_families(ev, t, klaunch_op, names, name_id, module_types)
-    table = _describe(table, ev, {**_foreign_module_types(values, name_kind), **module_types}, attention_kinds, t,
-                      names, name_id, opaque)
+    types = {**{v: N.module_type(v) for v in c.values[c.name_id[c.kind == N.F_MODULE]]}, **module_types}
+    table = _describe(table, ev, types, attention_kinds, t, c.names, c.name_id,
+                      _opaque_families(ev, klaunch_op, c.names, c.name_id))
     run = run or {}
     for col in ("run_id", "workload", "size", "optimizations"):
         table[col] = run.get(col, "")
     modules = table["module"].astype(str)
     table["part"] = modules.map({m: m.split(".", 1)[0] for m in modules.unique()})
-    # every device event's row: its outermost op's line, or its own kernel line
+    # the row of every device event: the line of its launch's outermost op, or its own line
     line_of_pos = np.full(n + len(kpos), -1, np.int64)
     line_of_pos[lines["pos"].to_numpy()] = np.arange(len(lines))
-    krow = line_row[line_of_pos[np.where(klaunch_op >= 0, klaunch_op, n + np.arange(len(kpos)))]] \
-        if len(kpos) else np.zeros(0, np.int64)
-    ktable = _kernel_table(ev, krow, table, run)
-    return Tables(table[OP_COLUMNS], phase_times, ktable, kernels.gpu_summary(ev))
+    krow = row_of_group[group][line_of_pos[np.where(klaunch_op >= 0, klaunch_op, n + np.arange(len(kpos)))]]
+    return Tables(table[OP_COLUMNS], phase_times, _kernel_table(ev, krow, table, run), gpu)
 
 
-def _phase_times(kind, ctx_repeat, ctx_phase, ctx_step, dur, start, end, outer_phase, fstep, name_id, values,
-                 ev: EventTable, step_at) -> pd.DataFrame:
+def _op_lines(ev: EventTable, t: Tree, c: _Context, outer_op: np.ndarray) -> pd.DataFrame:
+    """One line per outermost op and per scope outside any op (its own time: an `[overhead]` line)."""
+    n = len(c.kind)
+    is_op, is_scope = c.kind == N.OP, np.isin(c.kind, N.SCOPE_KINDS)
+    top_op = is_op & (outer_op == np.arange(n))
+    dur = c.end - c.start
+    parent = t.parent
+    counted = (parent >= 0) & (is_op | is_scope)  # runtime calls under a scope are the scope's own time
+    scope_child_ns = np.bincount(parent[counted], weights=dur[counted], minlength=n).astype(np.int64)
+    rows = np.flatnonzero((is_scope & (outer_op < 0)) | top_op)
+    over = ~top_op[rows]
+    self_ns = dur[rows] - np.where(over, scope_child_ns[rows], t.child_ns[rows])  # an op's self time: minus all
+    shapes = np.full(len(rows), "", dtype=object)
+    shapes[~over] = ev.shapes(t.order[rows[~over]].tolist())
+    return pd.DataFrame({
+        "pos": rows, "repeat": c.repeat[rows], "phase": c.phase[rows], "step": c.step[rows],
+        "module": c.module[rows], "scope": c.scope[rows],
+        "op": np.where(over, taxonomy.OVERHEAD_OP, c.names[c.name_id[rows]]), "input_shapes": shapes,
+        "over": over, "krow": False, "kname": -1, "optim": c.optimizer[rows], "self_time_s": self_ns / 1e9,
+        "total_time_s": np.where(over, self_ns, dur[rows]) / 1e9,
+        "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
+    })
+
+
+def _kernel_lines(ev: EventTable, c: _Context, kpos: np.ndarray, loose: np.ndarray, n: int) -> pd.DataFrame:
+    """One line per device event no op launched: named after its kernel, in its launch's context, or (no
+    launch in the trace) in none, its step from its start time. `pos` = n + the device event's index."""
+    lp = kpos[loose]
+    has = lp >= 0
+    lpc = np.maximum(lp, 0)
+    short = np.asarray([kernels.short_name(k) for k in ev.kernel_names], dtype=object)
+    full = np.asarray(ev.kernel_names, dtype=object)
+    kid = ev.kernel_name_id[loose]
+    orphan_step = c.step_at(ev.kernel_start[loose]) if len(c.steps) else scopes.NO_STEP
+    return pd.DataFrame({
+        "pos": n + loose, "repeat": np.where(has, c.repeat[lpc], 0).astype(np.int64),
+        "phase": np.where(has, c.phase[lpc], scopes.OUTSIDE_PHASES),
+        "step": np.where(has, c.step[lpc], orphan_step).astype(np.int64),
+        "module": np.where(has, c.module[lpc], ""), "scope": np.where(has, c.scope[lpc], NO_LAUNCH),
+        "op": np.where(ev.kernel_kind[loose] == 0, short[kid], full[kid]), "input_shapes": "", "over": False,
+        "krow": True, "kname": kid, "optim": has & c.optimizer[lpc], "self_time_s": 0.0, "total_time_s": 0.0,
+        "device_time_s": ev.kernel_ns[loose] / 1e9})
+
+
+def _phase_times(ev: EventTable, c: _Context) -> pd.DataFrame:
     """Phase, step and repeat times: genprof's ranges; in a trace without them, the trace's span as `total`,
     each ProfilerStep as a step of `total`, and each outermost `## name ##` phase (per step too)."""
     cols = ["repeat", "phase", "step", "time_s"]
+    kind, dur = c.kind, c.end - c.start
     timed = np.flatnonzero(np.isin(kind, (N.REPEAT, N.PHASE, N.STEP)))
     genprof = pd.DataFrame({
-        "repeat": ctx_repeat[timed].astype(np.int64),
-        "phase": np.where(kind[timed] == N.REPEAT, "total", ctx_phase[timed]),
-        "step": ctx_step[timed].astype(np.int64), "time_s": dur[timed] / 1e9}, columns=cols)
+        "repeat": c.repeat[timed], "phase": np.where(kind[timed] == N.REPEAT, "total", c.phase[timed]),
+        "step": c.step[timed], "time_s": dur[timed] / 1e9}, columns=cols)
     if np.isin(kind, N.GENPROF_KINDS).any() or not len(kind):
         return genprof
-    lo = min(int(start.min()), int(ev.kernel_start.min()) if len(ev.kernel_start) else int(start.min()))
-    hi = max(int(end.max()), int((ev.kernel_start + ev.kernel_ns).max()) if len(ev.kernel_start) else 0)
-    frames = [pd.DataFrame({"repeat": [0], "phase": ["total"], "step": [scopes.NO_STEP], "time_s": [(hi - lo) / 1e9]})]
-    frames.append(pd.DataFrame({"repeat": 0, "phase": "total", "step": values[name_id[fstep]].astype(np.int64),
-                                "time_s": dur[fstep] / 1e9}))
-    ph = np.flatnonzero(outer_phase == np.arange(len(kind)))
-    ph = ph[ctx_phase[ph] == values[name_id[ph]]]  # an annotation inside autograd work is part of `backward`
+    kend = ev.kernel_start + ev.kernel_ns
+    lo = min([int(c.start.min())] + ([int(ev.kernel_start.min())] if len(kend) else []))
+    hi = max([int(c.end.max())] + ([int(kend.max())] if len(kend) else []))
+    frames = [pd.DataFrame({"repeat": [0], "phase": ["total"], "step": [scopes.NO_STEP], "time_s": [(hi - lo) / 1e9]}),
+              pd.DataFrame({"repeat": 0, "phase": "total", "step": c.values[c.name_id[c.steps]].astype(np.int64),
+                            "time_s": dur[c.steps] / 1e9})]
+    ph = np.flatnonzero(c.outer_phase == np.arange(len(kind)))
+    ph = ph[c.phase[ph] == c.values[c.name_id[ph]]]  # an annotation inside autograd work is part of `backward`
     if len(ph):
-        p = pd.DataFrame({"repeat": 0, "phase": values[name_id[ph]], "step": step_at(start[ph]) if len(fstep)
-                          else scopes.NO_STEP, "time_s": dur[ph] / 1e9})
-        frames.append(p.assign(step=scopes.NO_STEP))
+        p = pd.DataFrame({"repeat": 0, "phase": c.values[c.name_id[ph]],
+                          "step": c.step_at(c.start[ph]) if len(c.steps) else scopes.NO_STEP, "time_s": dur[ph] / 1e9})
         per_step = p[p["step"] != scopes.NO_STEP]
-        frames.append(per_step.groupby(["repeat", "phase", "step"], sort=False)["time_s"].sum().reset_index())
+        frames += [p.assign(step=scopes.NO_STEP),
+                   per_step.groupby(["repeat", "phase", "step"], sort=False)["time_s"].sum().reset_index()]
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-def _foreign_module_types(values: np.ndarray, name_kind: np.ndarray) -> dict[str, str]:
-    """Module class of other tools' module ranges (`nn.Module: Linear_0` -> Linear)."""
-    return {v: N.module_type(v) for v in values[name_kind == N.F_MODULE]}
-
-
-def _opaque_families(ev: EventTable, t: Tree, klaunch_op: np.ndarray, names: np.ndarray, name_id: np.ndarray,
-                     module_types: dict[str, str]) -> dict[str, str]:
+def _opaque_families(ev: EventTable, klaunch_op: np.ndarray, names: np.ndarray, name_id: np.ndarray) -> dict[str, str]:
     """For ops whose name says nothing (family Other) that launched device work: the family of the
     kernels that took most of their device time, when those kernels' names say one."""
     at = np.flatnonzero(klaunch_op >= 0)
