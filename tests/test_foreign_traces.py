@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import reference_optable as ref
 from conftest import TRACES, run_cli
-from genprof import importer
+from genprof import importer, load_runs
 from genprof.cli import app
 from genprof.errors import GenprofError
 from genprof.profiler import events, kernels, naming, optable
@@ -198,6 +198,8 @@ def test_import_writes_runs_that_show_compare_and_project_read(imported_runs):
         assert (imported_runs["ddp"] / name).is_file()
     ranks = [json.loads((imported_runs[r] / "run.json").read_text())["source"]["rank"] for r in ("rank0", "rank1")]
     assert ranks == [0, 1]
+    k = load_runs(imported_runs["out"], "kernels")
+    assert k["run_id"].nunique() == 3 and k["time_s"].sum() > 0
     show = run_cli("show", str(imported_runs["ddp"]))
     assert show.returncode == 0, show.stderr
     for text in ("GPU time by operator family", "Communication", "busy", "backward", "forward"):
