@@ -223,3 +223,18 @@ def test_import_of_a_bad_path_is_one_line(tmp_path):
             importer.import_traces([path], tmp_path / "runs")
         assert "\n" not in str(e.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_reading_in_small_blocks_changes_nothing(monkeypatch):
+    """The reader decodes a block of events per json call, cut at the last `}, {`: with 1 kB blocks (hundreds of
+    cuts, some inside strings and nested objects, events longer than a block) it reads what it reads whole."""
+    from genprof.profiler import tracefile
+
+    whole = tracefile.read(TRACES / "mi250-rocm.json.gz")
+    monkeypatch.setattr(tracefile, "_BLOCK", 1 << 10)
+    small = tracefile.read(TRACES / "mi250-rocm.json.gz")
+    for col in ("name_id", "thread", "start", "end", "corr", "kernel_corr", "kernel_ns", "kernel_start",
+                "kernel_stream", "kernel_name_id"):
+        assert (getattr(whole, col) == getattr(small, col)).all(), col
+    assert whole.names == small.names and whole.kernel_names == small.kernel_names
+    assert whole.args(range(len(whole))) == small.args(range(len(small))) and whole.meta == small.meta

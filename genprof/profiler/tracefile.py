@@ -33,7 +33,7 @@ _WS = re.compile(r"[\s,]*")
 _KEY = re.compile(r'"traceEvents"\s*:\s*\[')
 _BOUNDARY = re.compile(r"\}\s*,\s*\{")
 _BLOCK = 8 << 20
-_META_LIMIT = 64 << 20  # what follows the events array: metadata, never the bulk of a file
+_META_LIMIT = 64 << 20  # what follows the events array (metadata), and the longest event read
 
 
 def _us_to_ns(text: str) -> int:
@@ -111,6 +111,12 @@ def _event_chunks(path: Path, meta: dict[str, Any] | None = None) -> Iterator[li
             try:
                 obj, pos = dec.raw_decode(buf, pos)
             except json.JSONDecodeError as e:
+                if not eof and len(buf) - pos < _META_LIMIT:  # an event longer than what is read so far
+                    more = f.read(_BLOCK)
+                    eof = len(more) < _BLOCK
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
                 raise GenprofError(f"{path}: not valid trace JSON near character {e.pos}: {e.msg}") from None
             yield [obj]
 
