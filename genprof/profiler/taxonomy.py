@@ -77,7 +77,7 @@ MEMORY = re.compile(r"^aten::(view|_unsafe_view|reshape|_reshape_alias|permute|t
                     r"result_type|broadcast_tensors|meshgrid|_assert|equal|conj|resolve_|"
                     r"record_stream|_nested|sym_)")
 EMBEDDING = re.compile(r"^aten::(embedding|_embedding_bag|embedding_bag|embedding_dense)")
-COMMUNICATION = re.compile(r"^(c10d|_c10d_functional|c10d_functional|_dtensor)::|^record_param_comms$|^nccl:")
+COMMUNICATION = re.compile(r"^(c10d|_c10d_functional|c10d_functional|_dtensor)::")
 
 
 def is_attention_module(module_type: str) -> bool:

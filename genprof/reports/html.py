@@ -9,7 +9,8 @@ script but the sorter (by hash), and jinja2 autoescaping turns every string
 that comes from a run (workload, module and op names, reasons) into text.
 
 Sections: summary, environment and provenance, figures, family breakdown,
-phase statistics, top ops, sequence-length profile, optimizations (speedup
+GPU time (when a run has device time: by family, by kernel, summed against busy
+time per stream; `genprof.reports.gpu`), phase statistics, top ops, sequence-length profile, optimizations (speedup
 against the baseline run of the same workload / size / batch, with quality
 metrics from `summary.quality`), failed runs, and notes (corrupt runs skipped,
 figures that the data does not support). When projection data is present (a
