@@ -90,7 +90,8 @@ def html_section(d: dict[str, Any], labels: dict[str, str], order: list[str]) ->
     by_run = lambda df: df.sort_values("run_id", key=lambda s: s.map(rank), kind="stable")  # noqa: E731
     fam_rows = [[H.cell(labels.get(r.run_id, r.run_id)), H.cell(r.family), H.num(r.time_s), H.pct(r.share),
                  H.num(r.calls, 6)] for r in by_run(fam).itertuples()]
-    ker_rows = [[H.cell(labels.get(r.run_id, r.run_id)), H.cell(r.kernel), H.cell(r.kind), H.cell(r.op),
+    clip = lambda x: x if len(x) <= 110 else x[:109] + "…"  # noqa: E731  (full names: kernels.parquet)
+    ker_rows = [[H.cell(labels.get(r.run_id, r.run_id)), H.cell(clip(r.kernel)), H.cell(r.kind), H.cell(clip(r.op)),
                  H.cell(r.family), H.cell(r.streams), H.num(r.calls, 6), H.num(r.time_s), H.pct(r.share)]
                 for r in by_run(kern).itertuples()]
     st = streams({rid: d["metas"][rid] for rid in order if rid in d["metas"]})
@@ -102,7 +103,8 @@ def html_section(d: dict[str, Any], labels: dict[str, str], order: list[str]) ->
                           "once, at the op that launched it (by correlation id) or as a row of its own."),
         "kernels": H.table("table-gpu-kernels", ["run", "kernel", "kind", "op", "family", "streams", "calls",
                                                  "GPU time s", "share"], ker_rows,
-                           f"The {TOP_KERNELS} kernels with the most GPU time in each run, and the op they went to.",
+                           f"The {TOP_KERNELS} kernels with the most GPU time in each run, and the op they went to "
+                           "(names cut at 110 characters; kernels.parquet has them whole).",
                            empty="no per-kernel table (runs imported with `genprof import` have one)"),
         "streams": H.table("table-gpu-streams", ["run", "device", "stream", "events", "summed s", "busy s",
                                                  "overlap s"], st_rows,
