@@ -178,11 +178,13 @@ def _run(spec: RunSpec, wl: Any, out: str | Path, progress: Callable[[str], None
 def ops_from_trace(path: str | Path, module_types: dict[str, str] | None = None,
                    attention_kinds: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(op table, phase times) of a Chrome/Kineto trace file (.json or .json.gz), e.g. one written by
-    `genprof run --trace-file` or by any torch.profiler `export_chrome_trace`.
+    `genprof run --trace-file` or by any torch.profiler `export_chrome_trace` (`docs/traces.md`).
 
-    genprof's phase/step/repeat/module ranges are used when present; without
+    genprof's phase/step/repeat/module ranges are used when present, other tools' scopes
+    (ProfilerStep#, annotations, autograd, nn.Module ranges) otherwise; without
     `module_types` (module name -> class name) ops are classified by name only,
     so attention computed as separate matmul/softmax ops is not found.
+    `genprof.importer.import_trace` stores the same as a run directory.
     """
     from genprof.profiler import events, optable
 

@@ -290,6 +290,21 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
     _print_run(meta, ops)
 
 
+@app.command("import")
+def import_cmd(traces: List[Path] = typer.Argument(..., help="Trace files (.json or .json.gz, from torch.profiler "
+                                                  "or any Kineto producer) or folders of them: one run per file."),
+               out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder for run directories."),
+               name: Optional[str] = typer.Option(None, help="Workload label of the runs (default: file name).")) -> None:
+    """Store traces recorded anywhere as runs that show, report, compare and project read."""
+    from genprof.importer import import_traces
+
+    done = import_traces(traces, out_dir, name)
+    for res in done:
+        out.print(f"run: {res.path}")
+        if len(done) == 1:
+            _print_run(res.meta, res.ops)
+
+
 @app.command("report")
 def report_cmd(roots: List[Path] = typer.Argument(..., help="Run directories or folders of runs."),
                out_file: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
@@ -542,13 +557,15 @@ def _print_run(meta: dict, ops) -> None:
             t.add_row(r.family, f"{r.time_s:.4f}", f"{100 * r.share:.1f}%", f"{r.flops / 1e9:.3f}",
                       f"{r.bytes / 1e6:.1f}")
         out.print(t)
+        _print_gpu(ops, summary.get("gpu") or {})
         _print_unclassified(summary)
     mem = summary.get("memory", {})
     if "peak_device_bytes" in mem:
         out.print(f"peak device memory: {mem['peak_device_bytes'] / 2**20:.1f} MiB")
     if "peak_rss_bytes" in mem:
         out.print(f"peak RSS of the process (measured repeats): {mem['peak_rss_bytes'] / 2**20:.1f} MiB")
-    out.print(f"RSS growth during the measured repeats: {mem.get('peak_rss_growth_bytes', 0) / 2**20:.1f} MiB")
+    if "peak_rss_growth_bytes" in mem:  # imported traces measured no memory
+        out.print(f"RSS growth during the measured repeats: {mem['peak_rss_growth_bytes'] / 2**20:.1f} MiB")
 
 
 def _print_counts(ops) -> None:
@@ -572,6 +589,20 @@ def _print_unclassified(summary: dict) -> None:
     unknown = summary.get("unclassified_ops") or []
     if unknown:
         out.print(f"unclassified ops (family Other): {', '.join(unknown)}")
+
+
+def _print_gpu(ops, gpu: dict) -> None:
+    """GPU time by family (from the op table) and busy time per device (from run.json), when there is any."""
+    from genprof.reports.gpu import device_families
+
+    fam = device_families(ops)
+    if fam.empty:
+        return
+    _print_df("GPU time by operator family (kernels, memcpy, memset; mean over repeats)",
+              fam.drop(columns=["run_id"]).rename(columns={"time_s": "GPU s"}))
+    for dev, d in (gpu.get("devices") or {}).items():
+        out.print(f"device {dev}: {d['sum_s']:.4g} s summed over {len(d.get('streams', {}))} stream(s), "
+                  f"busy {d['busy_s']:.4g} s (overlap {d['overlap_s']:.4g} s)")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ One directory per run under an output folder:
   ops.parquet     the op table (trace mode)
   phases.parquet  per repeat, phase and step: wall time in seconds
   trace.json.gz   the Chrome trace (trace mode, when asked for)
+  kernels.parquet GPU time per kernel, stream and op (runs imported from a trace: `genprof import`)
 A run is assembled in a hidden temporary directory next to its final place and
 renamed into place in one step, so a killed run leaves no half-written
 directory (at most a `.tmp-*` folder, which readers ignore). Readers report a
@@ -29,6 +30,7 @@ import pandas as pd
 from genprof.errors import GenprofError
 
 RUN_JSON, OPS, PHASES, TRACE = "run.json", "ops.parquet", "phases.parquet", "trace.json.gz"
+KERNELS = "kernels.parquet"
 TMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
 
@@ -123,14 +125,15 @@ def load_runs(root: str | os.PathLike, table: str = "ops") -> pd.DataFrame:
     """One DataFrame over every run below `root`.
 
     table="ops": the op tables (trace-mode runs); "phases": phase times of
-    every run; "runs": one row per run (status, spec, summary). A corrupt run
-    is skipped with a warning that names the file.
+    every run; "kernels": GPU time per kernel (runs that have it); "runs": one
+    row per run (status, spec, summary). A corrupt run is skipped with a
+    warning that names the file.
     """
-    if table not in ("ops", "phases", "runs"):
-        raise GenprofError(f"unknown table {table!r}; valid: ops, phases, runs")
+    if table not in ("ops", "phases", "kernels", "runs"):
+        raise GenprofError(f"unknown table {table!r}; valid: ops, phases, kernels, runs")
     frames: list[pd.DataFrame] = []
     records: list[dict[str, Any]] = []
-    name = OPS if table == "ops" else PHASES
+    name = {"ops": OPS, "kernels": KERNELS}.get(table, PHASES)
     for d in run_dirs(root):
         try:
             meta = read_run(d)
@@ -190,6 +193,8 @@ def expected_files(meta: Mapping[str, Any]) -> list[str]:
         names.append(OPS)
         if spec.get("record_trace"):
             names.append(TRACE)
+        if spec.get("imported_from"):
+            names.append(KERNELS)
     return names
 
 

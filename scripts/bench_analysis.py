@@ -9,8 +9,8 @@ From the trace file, each side in a fresh process (peak memory = the
 process's peak RSS minus its RSS after imports), median of --repeats:
 - genprof: `events.from_chrome_trace` (streaming parse of the gzipped JSON,
   columns only) + `optable.build` (vectorized call tree; per-event context
-  of repeat/phase/step/module; top-level ops and overhead rows grouped by
-  (repeat, phase, step, module, op, input shapes); family, FLOPs and bytes per
+  of repeat/phase/step/module; outermost ops and overhead rows grouped by
+  (repeat, phase, step, module, scope, op, input shapes); family, FLOPs and bytes per
   row; phase and step times).
 - HTA (holistictraceanalysis): `TraceAnalysis(trace_dir)` (parses the file into
   its DataFrame with a symbol table) + `CallGraph` (parent, depth, kernel time
@@ -24,8 +24,22 @@ From the live profile (the profiler object of the same run, in this process):
 - torch: `profile.key_averages(group_by_input_shape=True)` (builds a Python
   FunctionEvent per event, links the tree, then groups by name and shapes).
 
+Real GPU traces recorded by others (`--gpu-trace FILE`, repeatable; e.g. the
+traces in ../shared/traces), each side in a fresh process, median of
+--repeats, the sides alternating:
+- genprof: `genprof import` of the file (`importer.import_trace`: streaming
+  parse, op table with every kernel, memcpy and memset at its launching op,
+  GPU time per kernel, busy time per stream, run directory written as parquet).
+- HTA: `TraceAnalysis(trace_dir)` on a folder holding the file alone (its load:
+  parse into its DataFrame, symbol table, per-rank preprocessing).
+Beside the speed, the checks of tests/test_foreign_traces.py for each trace,
+against an attribution written apart from genprof (tests/independent_attribution.py):
+device time against the trace's kernel + memcpy + memset time, GPU time on
+wrappers, and the largest deviation of the five aten ops with the most GPU time.
+
     pip install -e '.[bench]'
     python scripts/bench_analysis.py --tokens 2000 --repeats 3     # writes docs/benchmarks.md section
+    python scripts/bench_analysis.py --no-cpu-trace --repeats 5 --gpu-trace ../shared/traces/a100-ddp-train.json.gz
 """
 
 from __future__ import annotations
@@ -114,6 +128,39 @@ def worker_hta(trace: Path) -> dict:
     t2 = time.perf_counter()
     return {"parse_s": t1 - t0, "analyze_s": t2 - t1, "total_s": t2 - t0, "events": int(len(df)),
             "rows": int(len(breakdown)), "peak_bytes": peak_bytes() - base}
+
+
+def worker_genprof_import(trace: Path) -> dict:
+    import tempfile
+
+    from genprof import importer
+
+    with tempfile.TemporaryDirectory(prefix="genprof-bench-") as out:
+        base = reset_peak()
+        t0 = time.perf_counter()
+        res = importer.import_trace(trace, out)
+        total = time.perf_counter() - t0
+        peak = peak_bytes() - base
+    return {"total_s": total, "peak_bytes": peak, "rows": len(res.ops),
+            "events": res.meta["source"]["cpu_events"] + res.meta["source"]["device_events"]}
+
+
+def worker_hta_load(trace: Path) -> dict:
+    import logging
+
+    logging.disable(logging.WARNING)
+    from hta.trace_analysis import TraceAnalysis
+
+    base = reset_peak()
+    t0 = time.perf_counter()
+    analyzer = TraceAnalysis(trace_dir=str(trace.parent))
+    total = time.perf_counter() - t0
+    df = analyzer.t.get_trace(next(iter(analyzer.t.get_all_traces())))
+    return {"total_s": total, "peak_bytes": peak_bytes() - base, "rows": int(len(df)), "events": int(len(df))}
+
+
+WORKERS = {"genprof": worker_genprof, "hta": worker_hta, "genprof-import": worker_genprof_import,
+           "hta-load": worker_hta_load}
 
 
 def run_worker(side: str, trace: Path) -> dict:
@@ -207,6 +254,81 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _median(runs: list[dict]) -> dict:
+    return {k: (int if isinstance(runs[0][k], int) else float)(np.median([x[k] for x in runs])) for k in runs[0]}
+
+
+def gpu_traces(args, load_before: float) -> None:
+    """genprof import against HTA's load on each real GPU trace, with the attribution checks; doc section."""
+    import shutil
+    from importlib.metadata import version
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from independent_attribution import Independent
+
+    from genprof import importer, store
+
+    results = []
+    for src in args.gpu_trace:
+        folder = args.workdir / "gpu" / src.name.split(".")[0]  # HTA reads every trace of a folder: this one alone
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        trace = folder / src.name
+        shutil.copy(src, trace)
+        runs: dict[str, list[dict]] = {"genprof-import": [], "hta-load": []}
+        for r in range(args.repeats):
+            for side in ("genprof-import", "hta-load") if r % 2 == 0 else ("hta-load", "genprof-import"):
+                runs[side].append(run_worker(side, trace))
+                print(f"  {src.name} {side} #{r + 1}: {runs[side][-1]}", flush=True)
+        with __import__("tempfile").TemporaryDirectory() as out:
+            check = Independent(trace).check(importer.import_trace(trace, out).ops)
+        results.append({"trace": src.name, "gz_bytes": src.stat().st_size, "check": check,
+                        **{side: _median(v) for side, v in runs.items()},
+                        "spread": {side: [min(x["total_s"] for x in v), max(x["total_s"] for x in v)]
+                                   for side, v in runs.items()}})
+    res = {"repeats": args.repeats, "traces": results,
+           "environment": {**store.environment("cpu"), "date": time.strftime("%Y-%m-%d"),
+                           "hta": version("holistictraceanalysis"), "load_before": load_before,
+                           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"},
+           "command": "python scripts/bench_analysis.py " + " ".join(sys.argv[1:])}
+    args.gpu_json.parent.mkdir(parents=True, exist_ok=True)
+    args.gpu_json.write_text(json.dumps(res, indent=2))
+    md = gpu_markdown(res)
+    print(md)
+    if not args.no_doc:
+        from bench_overhead import replace_section
+
+        replace_section(args.doc, "analysis-gpu", md)
+
+
+def gpu_markdown(res: dict) -> str:
+    e = res["environment"]
+    lines = [
+        f"Measured {e['date']} on {e['machine']} (shared with other jobs: load average {e['load_before']:.1f} "
+        f"before the run), torch {e['torch']}, holistictraceanalysis {e['hta']}; median of {res['repeats']} fresh "
+        "processes per side, the sides alternating (min-max in brackets).", "",
+        f"    {res['command']}", "",
+        "| trace | gz MiB | events | genprof import s | HTA load s | HTA / genprof | genprof peak MiB | HTA peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in res["traces"]:
+        g, h, sp = t["genprof-import"], t["hta-load"], t["spread"]
+        lines.append(f"| {t['trace']} | {t['gz_bytes'] / 2**20:.2f} | {g['events']:,} | {g['total_s']:.2f} "
+                     f"({sp['genprof-import'][0]:.2f}-{sp['genprof-import'][1]:.2f}) | {h['total_s']:.2f} "
+                     f"({sp['hta-load'][0]:.2f}-{sp['hta-load'][1]:.2f}) | {h['total_s'] / g['total_s']:.1f}x | "
+                     f"{g['peak_bytes'] / 2**20:,.0f} | {h['peak_bytes'] / 2**20:,.0f} |")
+    lines += ["", "What genprof's op table says of each trace, against the attribution of "
+              "tests/independent_attribution.py (plain json, a stack walk per thread, correlation ids):", "",
+              "| trace | trace's kernel + memcpy + memset s | op table device s | on wrappers | "
+              "top-5 aten ops, largest deviation |", "|---|---:|---:|---:|---:|"]
+    for t in res["traces"]:
+        c = t["check"]
+        dev = "—" if c["top5_max_deviation"] is None else f"{100 * c['top5_max_deviation']:.2f}%"
+        lines.append(f"| {t['trace']} | {c['trace_device_s']:.6f} | {c['device_s']:.6f} | "
+                     f"{100 * c['wrapper_share']:.1f}% | {dev} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=2000, help="Decode tokens of llm tiny (about 500 events each).")
@@ -216,15 +338,22 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "bench-analysis.json")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--no-doc", action="store_true")
-    ap.add_argument("--worker", choices=("genprof", "hta"), help=argparse.SUPPRESS)
+    ap.add_argument("--gpu-trace", type=Path, action="append", default=[],
+                    help="A real GPU trace to import against HTA's load (repeatable); section analysis-gpu.")
+    ap.add_argument("--gpu-json", type=Path, default=ROOT / "docs" / "results" / "bench-analysis-gpu.json")
+    ap.add_argument("--no-cpu-trace", action="store_true", help="Skip the million-event trace of genprof's own.")
+    ap.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        res = worker_genprof(args.trace) if args.worker == "genprof" else worker_hta(args.trace)
-        print(json.dumps(res))
+        print(json.dumps(WORKERS[args.worker](args.trace)))
         return
     load_before = os.getloadavg()[0]  # before this script loads the machine itself
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.gpu_trace:
+        gpu_traces(args, load_before)
+    if args.no_cpu_trace:
+        return
     trace = args.workdir / "rank0.json.gz"  # HTA reads every trace file of a directory
     print(f"profiling llm tiny, {args.tokens} tokens ...", flush=True)
     prof, modules, info = make_trace(args.tokens, trace)

@@ -44,3 +44,28 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     env = dict(os.environ, COLUMNS="200")
     return subprocess.run([genprof_exe(), *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
+
+
+TRACES = Path(__file__).resolve().parent / "data" / "traces"
+
+
+@pytest.fixture(scope="session")
+def imported_runs(tmp_path_factory) -> dict[str, Path]:
+    """`genprof import` (the real entry point) of the A100 DDP step and of a two-rank folder (the sampled trace
+    as rank 0 and, with its rank rewritten, as rank 1): run directories by name."""
+    import gzip
+    import json
+
+    tmp = tmp_path_factory.mktemp("imported")
+    ranks = tmp / "ranks"
+    ranks.mkdir()
+    shutil.copy(TRACES / "gpu-sampled.json.gz", ranks / "rank-0.json.gz")
+    data = json.loads(gzip.decompress((TRACES / "gpu-sampled.json.gz").read_bytes()))
+    data["distributedInfo"]["rank"] = 1
+    (ranks / "rank-1.json").write_text(json.dumps(data))
+    out = tmp / "runs"
+    r = run_cli("import", str(TRACES / "a100-ddp-step1011.json.gz"), str(ranks), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    paths = [Path(line.split("run: ", 1)[1].strip()) for line in r.stdout.splitlines() if line.startswith("run: ")]
+    assert len(paths) == 3, r.stdout
+    return {"ddp": paths[0], "rank0": paths[1], "rank1": paths[2], "out": out}

@@ -168,3 +168,24 @@ def test_screenshot(report):
     assert res.returncode == 0, res.stderr[-3000:]
     assert shot.exists() and shot.stat().st_size > 50_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_an_imported_gpu_trace_shows_gpu_time_by_family_and_kernel(imported_runs, tmp_path):
+    """`genprof import` then `genprof report` on the A100 DDP step (real entry point both), in Chromium."""
+    from conftest import run_cli
+
+    page = tmp_path / "gpu.html"
+    r = run_cli("report", str(imported_runs["ddp"]), "--out", str(page))
+    assert r.returncode == 0, r.stderr
+    res = chromium(page.as_uri(), "--dump-dom")
+    assert res.returncode == 0 and console_messages(res.stderr) == [], res.stderr[-3000:]
+    d = DOM(res.stdout)
+    assert d.html_attrs.get("data-sorter") == "ready"
+    assert d.ids.get("gpu-time") == "section" and d.ids.get("fig-gpu-families") == "figure"
+    for tid in ("table-gpu-family", "table-gpu-kernels", "table-gpu-streams"):
+        assert d.ids.get(tid) == "table" and d.cells[tid][1:], tid
+    text = "".join(d.text)
+    for needle in ("Communication", "ncclKernel_SendRecv_RING_SIMPLE_Sum_int8_t", "aten::mm", "genprof import"):
+        assert needle in text, needle
+    shares = [float(row[3]) for row in d.cells["table-gpu-family"][1:]]  # the family shares of one run add up
+    assert sum(shares) == pytest.approx(1.0)

@@ -18,7 +18,7 @@ from genprof.errors import GenprofError
 from genprof.profiler import events, optable, scopes
 from genprof.profiler.memory import MemoryMonitor, reset_hwm
 
-KEY = ["repeat", "phase", "step", "module", "op", "input_shapes"]
+KEY = ["repeat", "phase", "step", "module", "scope", "op", "input_shapes"]
 
 
 def stack_parents(start, end):

@@ -7,12 +7,11 @@ numpy columns instead:
 
 - `from_profile(prof)`: the raw kineto results of a finished profile: name,
   start, end, thread and correlation id of every CPU event (a few pybind calls
-  each); shapes, dtypes and argument values are read later, only for the events
-  that become op-table rows.
+  each), the category of each distinct name; shapes, dtypes and argument
+  values are read later, only for the events that become op-table rows.
 - `from_chrome_trace(path)`: a Chrome/Kineto trace file (`.json` or
   `.json.gz`, as `export_chrome_trace` or any Kineto producer writes it),
-  parsed as a stream, one event object at a time, keeping only the columns;
-  memory stays proportional to the columns, not to the file.
+  parsed as a stream (`genprof.profiler.tracefile`).
 
 `tree(events)` then links every CPU event to its parent with array operations
 only: within a thread, sorted by (start, -end), the parent of an event is the
@@ -22,39 +21,56 @@ table of running maxima. Depth, ancestors of each kind, children's time and
 device time of whole subtrees follow level by level (a few dozen array
 operations, one per tree level).
 
-GPU kernels (and memcpy/memset) are device events; their time goes to the CPU
-event that launched them (same correlation id) and to all its ancestors.
+Device events (GPU kernels, memcpy, memset) are columns too: correlation id,
+start, duration, kind, device, stream and an interned name. Each goes to the
+runtime call that launched it (cudaLaunchKernel, cuLaunchKernel,
+hipLaunchKernel, cudaMemcpyAsync, ...: a CPU event of a runtime category with
+the same correlation id), and its time to that call and all its ancestors; a
+device event whose launch is not in the trace has no launching position.
+What an event's name and category mean (op, scope, runtime call) is
+`genprof.profiler.naming`; this module only reads and links.
 """
 
 from __future__ import annotations
 
-import gzip
-from array import array
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from genprof.errors import GenprofError
-
 ArgsFn = Callable[[Sequence[int]], list[tuple[list, list, list]]]
 ShapesFn = Callable[[Sequence[int]], list[str]]
-DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset"})
-SKIP_CATEGORIES = frozenset({"Trace", "gpu_user_annotation", "ac2g", "fwdbwd"})
+# Device-event categories (Kineto's current and older spellings) and their kind code.
+DEVICE_KINDS = {"kernel": 0, "Kernel": 0, "gpu_memcpy": 1, "Memcpy": 1, "gpu_memset": 2, "Memset": 2}
+KIND_NAMES = ("kernel", "memcpy", "memset")
+# CPU-side categories of runtime/driver calls: the events that carry a launch's correlation id.
+RUNTIME_CATEGORIES = frozenset({"cuda_runtime", "cuda_driver", "Runtime", "privateuse1_runtime",
+                                "privateuse1_driver", "xpu_runtime", "xpu_driver", "mtia_runtime"})
+# Not work: trace spans, GPU-side copies of CPU annotations, flows, GPU sync waits, profiler overhead.
+SKIP_CATEGORIES = frozenset({"Trace", "gpu_user_annotation", "ac2g", "fwdbwd", "async_cpu_to_gpu",
+                             "cuda_sync", "overhead", "cuda_profiler_range", "cpu_instant_event"})
+
+
+def _i64() -> np.ndarray:
+    return np.zeros(0, np.int64)
 
 
 @dataclass
 class EventTable:
-    """CPU events as columns (index = event), plus the device events that CPU events launched.
+    """CPU events as columns (index = event), plus device events as columns of their own.
 
-    `names[name_id[i]]` is event i's name; `start`/`end` in ns; `thread` a code per
-    (process, thread); `corr` the correlation id (0: none). `shapes(indices)` gives
-    the input shapes of the named events as the op table writes them
-    (`str(list)`), `args(indices)` their (input shapes, input dtypes, concrete
-    inputs), both in the live profiler's form.
+    `names[name_id[i]]` is event i's name and `name_cat[name_id[i]]` its category
+    (`cpu_op`, `user_annotation`, `cuda_runtime`, ...; '' when unknown); `start`/`end` in
+    ns; `thread` a code per (process, thread); `corr` the correlation id (0: none).
+    `shapes(indices)` gives the input shapes of the named events as the op table writes
+    them (`str(list)`), `args(indices)` their (input shapes, input dtypes, concrete
+    inputs), both in the live profiler's form. Device events: `kernel_corr`, `kernel_ns`
+    (duration), `kernel_start`, `kernel_kind` (0 kernel, 1 memcpy, 2 memset),
+    `kernel_device`, `kernel_stream`, `kernel_name_id` into `kernel_names`. `meta`: the
+    trace file's top-level keys other than its events (deviceProperties, distributedInfo, ...).
+    `sig`: per event, an id of its (shapes, dtypes, argument values) when the source gives
+    one cheaply (trace files; -1: none), else None.
     """
 
     names: list[str]
@@ -65,12 +81,29 @@ class EventTable:
     corr: np.ndarray
     shapes: ShapesFn
     args: ArgsFn
-    kernel_corr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    kernel_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    kernel_name: list[str] = field(default_factory=list)
+    name_cat: list[str] = field(default_factory=list)
+    kernel_corr: np.ndarray = field(default_factory=_i64)
+    kernel_ns: np.ndarray = field(default_factory=_i64)
+    kernel_start: np.ndarray = field(default_factory=_i64)
+    kernel_kind: np.ndarray = field(default_factory=_i64)
+    kernel_device: np.ndarray = field(default_factory=_i64)
+    kernel_stream: np.ndarray = field(default_factory=_i64)
+    kernel_name_id: np.ndarray = field(default_factory=_i64)
+    kernel_names: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    sig: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.name_id)
+
+    @property
+    def kernel_name(self) -> list[str]:
+        return [self.kernel_names[i] for i in self.kernel_name_id.tolist()]
+
+    def is_runtime(self) -> np.ndarray:
+        """Per distinct name: whether it is a runtime/driver call (the events that launch device work)."""
+        return np.fromiter((c in RUNTIME_CATEGORIES for c in self.name_cat), bool, len(self.names)) \
+            if len(self.name_cat) == len(self.names) else np.zeros(len(self.names), bool)
 
 
 class _Interner:
@@ -94,13 +127,29 @@ def from_profile(prof: Any) -> EventTable:
     is_cpu = np.fromiter((getattr(r.device_type(), "name", "") == "CPU" for r in raw), bool, len(raw))
     cpu_idx = np.flatnonzero(is_cpu)
     cpu = [raw[i] for i in cpu_idx]
-    names = _Interner()
-    name_id = np.fromiter((names(r.name()) for r in cpu), np.int32, len(cpu))
+    ids: dict[str, int] = {}
+    names: list[str] = []
+    cats: list[str] = []
+    name_id = np.empty(len(cpu), np.int32)
+    for k, r in enumerate(cpu):  # the category is asked once per distinct name
+        n = r.name()
+        i = ids.get(n)
+        if i is None:
+            i = ids[n] = len(names)
+            names.append(n)
+            cats.append(_category(r))
+        name_id[k] = i
     start = np.fromiter((r.start_ns() for r in cpu), np.int64, len(cpu))
     dur = np.fromiter((r.duration_ns() for r in cpu), np.int64, len(cpu))
     thread = np.fromiter((r.start_thread_id() for r in cpu), np.int64, len(cpu))
     corr = np.fromiter((r.correlation_id() for r in cpu), np.int64, len(cpu))
-    dev = [raw[i] for i in np.flatnonzero(~is_cpu)]
+    dev, kinds = [], []
+    for i in np.flatnonzero(~is_cpu).tolist():
+        kind = DEVICE_KINDS.get(_category(raw[i]) or "kernel")
+        if kind is not None:  # GPU-side annotations and the like are not work
+            dev.append(raw[i])
+            kinds.append(kind)
+    knames = _Interner()
 
     def shapes(indices: Sequence[int]) -> list[str]:
         return [str(cpu[i].shapes()) for i in indices]
@@ -108,160 +157,32 @@ def from_profile(prof: Any) -> EventTable:
     def args(indices: Sequence[int]) -> list[tuple[list, list, list]]:
         return [(cpu[i].shapes(), cpu[i].dtypes(), cpu[i].concrete_inputs()) for i in indices]
 
-    return EventTable(names.values, name_id, thread, start, start + dur, corr, shapes, args,
-                      np.fromiter((r.correlation_id() for r in dev), np.int64, len(dev)),
-                      np.fromiter((r.duration_ns() for r in dev), np.int64, len(dev)),
-                      [r.name() for r in dev])
+    n = len(dev)
+    return EventTable(
+        names, name_id, thread, start, start + dur, corr, shapes, args, cats,
+        kernel_corr=np.fromiter((r.correlation_id() for r in dev), np.int64, n),
+        kernel_ns=np.fromiter((r.duration_ns() for r in dev), np.int64, n),
+        kernel_start=np.fromiter((r.start_ns() for r in dev), np.int64, n),
+        kernel_kind=np.asarray(kinds, np.int64),
+        kernel_device=np.fromiter((r.device_index() for r in dev), np.int64, n),
+        kernel_stream=np.fromiter((r.device_resource_id() for r in dev), np.int64, n),
+        kernel_name_id=np.fromiter((knames(r.name()) for r in dev), np.int64, n),
+        kernel_names=knames.values)
 
 
-class _Ns(int):
-    """A JSON fraction of microseconds read as exact integer nanoseconds."""
-
-
-def _us_to_ns(text: str) -> _Ns:
-    """Kineto writes times in microseconds with 3 decimals: read them exactly, without float rounding."""
-    whole, dot, frac = text.partition(".")
-    if dot and len(frac) <= 3 and frac.isdigit() and whole.lstrip("-").isdigit():
-        ns = int(whole) * 1000
-        return _Ns(ns + int(frac.ljust(3, "0")) * (-1 if whole.startswith("-") else 1))
-    return _Ns(round(float(text) * 1000))
-
-
-def _ns(value: Any) -> int:
-    """A trace time field in ns: exact when written with decimals, else microseconds."""
-    if isinstance(value, _Ns):
-        return int(value)
-    return round(float(value or 0) * 1000)
-
-
-_WS = re.compile(r"[\s,]*")
-_BLOCK = 8 << 20
-
-
-def _open_text(path: Path):
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, "rt", encoding="utf-8", errors="replace")
-
-
-def _events_stream(path: Path):
-    """Yield the objects of a trace's `traceEvents` array (or of a bare JSON array), one at a time."""
-    dec = json.JSONDecoder(parse_float=_us_to_ns)
-    with _open_text(path) as f:
-        buf = f.read(_BLOCK)
-        eof = len(buf) < _BLOCK
-        if buf.lstrip().startswith("["):
-            pos = buf.index("[") + 1
-        else:
-            m = re.search(r'"traceEvents"\s*:\s*\[', buf)
-            while m is None and not eof:  # the array may come after other keys
-                more = f.read(_BLOCK)
-                eof = len(more) < _BLOCK
-                buf += more
-                m = re.search(r'"traceEvents"\s*:\s*\[', buf)
-            if m is None:
-                raise GenprofError(f"{path}: not a Chrome/Kineto trace (no traceEvents array)")
-            pos = m.end()
-        while True:
-            pos = _WS.match(buf, pos).end()
-            if len(buf) - pos < (1 << 20) and not eof:
-                more = f.read(_BLOCK)
-                eof = len(more) < _BLOCK
-                buf = buf[pos:] + more
-                pos = _WS.match(buf, 0).end()
-            if pos >= len(buf):
-                raise GenprofError(f"{path}: trace ends inside the traceEvents array (truncated file?)")
-            if buf[pos] == "]":
-                return
-            try:
-                obj, pos = dec.raw_decode(buf, pos)
-            except json.JSONDecodeError as e:
-                raise GenprofError(f"{path}: not valid trace JSON near character {e.pos}: {e.msg}") from None
-            yield obj
+def _category(r: Any) -> str:
+    """A raw event's category as the trace file writes it ('' where this torch does not say)."""
+    try:
+        return r.activity_type()
+    except AttributeError:  # torch before activity_type(): annotations are all it can tell apart
+        return "user_annotation" if getattr(r, "is_user_annotation", lambda: False)() else ""
 
 
 def from_chrome_trace(path: str | Path) -> EventTable:
     """The events of a Chrome/Kineto trace file (.json or .json.gz), parsed as a stream."""
-    path = Path(path)
-    if not path.is_file():
-        raise GenprofError(f"trace file not found: {path}")
-    names, threads, sigs = _Interner(), _Interner(), _Interner()
-    name_id, thread, start, dur, corr, sig = (array("q") for _ in range(6))  # 8 bytes an event each
-    k_corr: list[int] = []
-    k_ns: list[int] = []
-    k_name: list[str] = []
-    sig_args: list[tuple[list, list, list]] = []
-    for e in _events_stream(path):
-        if e.get("ph") != "X":
-            continue
-        cat = e.get("cat", "")
-        if cat in SKIP_CATEGORIES:
-            continue
-        a = e.get("args") or {}
-        if cat in DEVICE_CATEGORIES:
-            k_corr.append(int(a.get("correlation", 0) or 0))
-            k_ns.append(_ns(e.get("dur", 0)))
-            k_name.append(e.get("name", ""))
-            continue
-        name_id.append(names(e.get("name", "")))
-        thread.append(threads((e.get("pid"), e.get("tid"))))
-        start.append(_ns(e.get("ts", 0)))
-        dur.append(_ns(e.get("dur", 0)))
-        corr.append(int(a.get("correlation", 0) or 0))
-        dims = a.get("Input Dims")
-        if dims is None:
-            sig.append(-1)
-        else:
-            types, conc = a.get("Input type", []), a.get("Concrete Inputs", [])
-            key = (repr(dims), repr(types), repr(conc))
-            if key not in sigs.ids:
-                sig_args.append(_live_args(dims, types, conc))
-            sig.append(sigs(key))
-    if not name_id:
-        raise GenprofError(f"{path}: the trace holds no CPU events")
-    sig_arr = np.frombuffer(sig, np.int64)
+    from genprof.profiler.tracefile import read
 
-    def args(indices: Sequence[int]) -> list[tuple[list, list, list]]:
-        out = []
-        for i in indices:
-            s = sig_arr[i]
-            if s < 0:
-                out.append(([], [], []))
-            else:
-                out.append(sig_args[s])
-        return out
-
-    sig_shapes = [str(a[0]) for a in sig_args]
-
-    def shapes(indices: Sequence[int]) -> list[str]:
-        return ["[]" if sig_arr[i] < 0 else sig_shapes[sig_arr[i]] for i in indices]
-
-    st = np.frombuffer(start, np.int64)
-    return EventTable(names.values, np.frombuffer(name_id, np.int64).astype(np.int32), np.frombuffer(thread, np.int64),
-                      st, st + np.frombuffer(dur, np.int64), np.frombuffer(corr, np.int64), shapes, args,
-                      np.asarray(k_corr, np.int64), np.asarray(k_ns, np.int64), k_name)
-
-
-def _concrete(text: Any) -> Any:
-    """A Kineto 'Concrete Inputs' string as the value the live profiler reports ('' -> None, '[2, 2]' -> [2, 2])."""
-    if not isinstance(text, str):
-        return text
-    if text == "":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _live_args(dims: list, types: list, conc: list) -> tuple[list, list, list]:
-    """Trace-file arguments in the live profiler's form: a TensorList's shapes are [] there."""
-    dims = [[] if i < len(types) and types[i] == "TensorList" else d for i, d in enumerate(dims)]
-    return dims, list(types), [_concrete(c) for c in conc]
+    return read(path)
 
 
 # ----------------------------------------------------------------------------------------- tree
@@ -274,8 +195,10 @@ class Tree:
     sorted position: `parent` (-1: a root), `depth`, `levels[d]` (positions at
     depth d), `child_ns` (summed duration of the children), `device_ns` (kernel time
     of the subtree). `launch_pos[i]` is the position of the CPU event that launched
-    kernel `kernel_idx[i]` (GPU traces only); `kernels_of(pos)` names the kernels
-    launched by the children of `pos` (built on first use: only fused attention rows ask).
+    device event `kernel_idx[i]` (GPU traces only); `kernel_pos[k]` the same for every
+    device event k (-1: its launch is not in the trace); `kernels_of(pos)` names the
+    kernels launched by the children of `pos` (built on first use: only fused attention
+    rows ask).
     """
 
     order: np.ndarray
@@ -287,6 +210,8 @@ class Tree:
     launch_pos: np.ndarray
     kernel_idx: np.ndarray
     kernel_names: list[str]
+    kernel_name_id: np.ndarray
+    kernel_pos: np.ndarray
     _children: tuple[np.ndarray, np.ndarray] | None = None
     _kernels: dict[int, list[str]] | None = None
 
@@ -296,7 +221,7 @@ class Tree:
             for lp, k in zip(self.launch_pos.tolist(), self.kernel_idx.tolist()):
                 p = int(self.parent[lp])
                 if p >= 0:
-                    self._kernels.setdefault(p, []).append(self.kernel_names[k])
+                    self._kernels.setdefault(p, []).append(self.kernel_names[self.kernel_name_id[k]])
         return self._kernels.get(pos, [])
 
     def children(self, pos: int) -> np.ndarray:
@@ -355,19 +280,31 @@ def tree(ev: EventTable) -> Tree:
     device_ns = np.zeros(len(order), np.int64)
     launch_pos = np.zeros(0, np.int64)
     kernel_idx = np.zeros(0, np.int64)
-    with_corr = np.flatnonzero(ev.corr != 0)
+    kernel_pos = np.full(len(ev.kernel_corr), -1, np.int64)
+    with_corr = _launch_candidates(ev)
     if len(ev.kernel_corr) and len(with_corr):
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
-        # correlation id -> the first CPU event (in the source's order) that carries it
+        # correlation id -> the first launching CPU event (in the source's order) that carries it
         corr_vals, first = np.unique(ev.corr[with_corr], return_index=True)
         k = np.minimum(np.searchsorted(corr_vals, ev.kernel_corr), len(corr_vals) - 1)
-        kernel_idx = np.flatnonzero(corr_vals[k] == ev.kernel_corr)
+        kernel_idx = np.flatnonzero((corr_vals[k] == ev.kernel_corr) & (ev.kernel_corr != 0))
         launch_pos = inv[with_corr[first][k[kernel_idx]]]
+        kernel_pos[kernel_idx] = launch_pos
         device_ns += np.bincount(launch_pos, weights=ev.kernel_ns[kernel_idx], minlength=len(order)).astype(np.int64)
         for lvl in reversed(levels[1:]):  # subtree sums, deepest level first
             np.add.at(device_ns, parent[lvl], device_ns[lvl])
-    return Tree(order, parent, depth, levels, child_ns, device_ns, launch_pos, kernel_idx, ev.kernel_name)
+    return Tree(order, parent, depth, levels, child_ns, device_ns, launch_pos, kernel_idx, ev.kernel_names,
+                ev.kernel_name_id, kernel_pos)
+
+
+def _launch_candidates(ev: EventTable) -> np.ndarray:
+    """The CPU events whose correlation id can name a launch: runtime/driver calls when the trace says
+    which events those are (a live profile also gives ops a correlation id, from another numbering),
+    else every CPU event that carries one."""
+    with_corr = ev.corr != 0
+    runtime = with_corr & ev.is_runtime()[ev.name_id] if len(ev) else with_corr
+    return np.flatnonzero(runtime if runtime.any() else with_corr)
 
 
 def _depth(parent: np.ndarray) -> np.ndarray:

@@ -1,174 +1,347 @@
-"""Build the tidy op table from a torch.profiler trace.
+"""Build the tidy op table from a torch.profiler trace: genprof's own, or one recorded by anyone.
 
 Input: the profiler's events as columns (`genprof.profiler.events.EventTable`,
 from a live profile or a trace file) and their call tree, plus the module
-descriptions from `ModuleScopes`. Output: one DataFrame, a row per
-(repeat, phase, step, module, op, input shapes), with the columns of
-`OP_COLUMNS`.
+descriptions from `ModuleScopes`. Output (`build`): one DataFrame, a row per
+(repeat, phase, step, module, scope, op, input shapes), with the columns of
+`OP_COLUMNS`, and the phase times; `build_tables` adds the GPU time per kernel.
 
+What an event is comes from `genprof.profiler.naming`: an operator, a scope
+(genprof's ranges, record_function ranges, ProfilerStep#, autograd-engine
+wrappers, `## forward ##` annotations, nn.Module ranges, ...) or a runtime call.
 Rules that make the table add up:
-- Only top-level ops become rows: an op whose parent is a genprof range (or
-  nothing). The ops they call (aten::linear -> aten::addmm) are inside their
-  time, so no time is counted twice.
-- Each genprof range's own time (its duration minus its children's) becomes an
-  `[overhead]` row of its phase, step and module: Python and framework time
+- Only the outermost operator of a call stack becomes a row. The ops it calls
+  (aten::linear -> aten::addmm) are inside its time, so no time is counted twice.
+- Each scope outside any op gives its own time (its duration minus its child
+  ops and scopes) to an `[overhead]` row: Python, framework and runtime time
   that no op covers. Ops + overhead rows of a phase sum to the phase's wall time.
-- On a GPU, `device_time_s` is the time of the kernels an op launched (the
-  profiler links them by correlation id), children included.
+- Device time: every kernel, memcpy and memset goes to the runtime call that
+  launched it (same correlation id) and so to the outermost op around that
+  call (`device_time_s`, children included). Device work whose launch is in no
+  op, or not in the trace at all, is a row of its own named after the kernel
+  (scope `(no launch in trace)` for the latter): the table's device time is
+  the trace's device time.
+- Context: genprof's phase/step/repeat/module ranges as always; in other
+  tools' traces, `## name ##` annotations are phases (the outermost one),
+  autograd-engine work is phase `backward` and optimizer steps `optimizer`,
+  `ProfilerStep#N` is step N (by time, on every thread), `nn.Module: X` is the
+  module; the innermost other scope is the `scope` column.
 
 Everything is array work over all events at once (context of every event from
-its nearest phase/step/module/repeat ancestor, level by level; rows by one
-groupby); Python runs once per distinct (op, shapes) row key, for FLOPs and
-bytes, and once per fused-attention row, for the kernel name.
+its nearest ancestors of each kind, level by level; rows by one groupby);
+Python runs once per distinct (op, shapes) row key, for FLOPs and bytes, once
+per fused-attention row, for the kernel name, and once per distinct kernel name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from genprof.profiler import counting, scopes, taxonomy
-from genprof.profiler.events import EventTable, Tree, tree as build_tree
+from genprof.profiler import counting, kernels, naming, scopes, taxonomy
+from genprof.profiler.events import KIND_NAMES, EventTable, Tree, tree as build_tree
 
 OP_COLUMNS = [
     "run_id", "workload", "size", "optimizations", "repeat", "phase", "step", "part", "module",
-    "module_type", "op", "kernel", "family", "attention_kind", "calls", "self_time_s", "total_time_s",
+    "module_type", "scope", "op", "kernel", "family", "attention_kind", "calls", "self_time_s", "total_time_s",
     "device_time_s", "flops", "bytes", "input_shapes", "seq_q", "seq_kv", "batch_heads", "head_dim",
 ]
-_KEY = ["repeat", "phase", "step", "module", "op", "input_shapes"]
-_KINDS = ((scopes.REPEAT, 1), (scopes.PHASE, 2), (scopes.STEP, 3), (scopes.MODULE, 4))
+KERNEL_COLUMNS = ["run_id", "repeat", "kernel", "kind", "device", "stream", "op", "family", "calls", "time_s"]
+_KEY = ["repeat", "phase", "step", "module", "scope", "op", "input_shapes"]
+NO_LAUNCH = "(no launch in trace)"  # the scope of device work whose launch the trace does not hold
+N = naming
 
 
-def _name_kinds(names: list[str]) -> tuple[np.ndarray, list[Any]]:
-    """Per distinct name: 0 op, 1 repeat, 2 phase, 3 step, 4 module, 5 other genprof range; and its value."""
-    kind = np.zeros(len(names), np.int8)
-    value: list[Any] = [None] * len(names)
-    for i, name in enumerate(names):
-        if not name.startswith(scopes.PREFIX):
-            continue
-        kind[i] = 5
-        for prefix, k in _KINDS:
-            if name.startswith(prefix):
-                kind[i] = k
-                v = name[len(prefix):]
-                value[i] = int(v) if k in (1, 3) else v
-                break
-    return kind, value
+@dataclass
+class Tables:
+    """What a trace gives: the op table, phase times, GPU time per kernel, and per-device busy time."""
+
+    ops: pd.DataFrame
+    phases: pd.DataFrame
+    kernels: pd.DataFrame
+    gpu: dict[str, Any] = field(default_factory=dict)
 
 
-def _nearest(kind_of: np.ndarray, k: int, t: Tree) -> np.ndarray:
-    """Per sorted position: position of the nearest ancestor-or-self of kind k (-1: none)."""
-    near = np.full(len(kind_of), -1, np.int64)
+def _nearest(mask: np.ndarray, t: Tree) -> np.ndarray:
+    """Per sorted position: position of the nearest ancestor-or-self where mask holds (-1: none)."""
+    near = np.full(len(mask), -1, np.int64)
     for d, lvl in enumerate(t.levels):
-        mine = kind_of[lvl] == k
-        near[lvl] = np.where(mine, lvl, near[t.parent[lvl]] if d else -1)
+        near[lvl] = np.where(mask[lvl], lvl, near[t.parent[lvl]] if d else -1)
     return near
+
+
+def _outermost(mask: np.ndarray, t: Tree) -> np.ndarray:
+    """Per sorted position: position of the outermost ancestor-or-self where mask holds (-1: none)."""
+    far = np.full(len(mask), -1, np.int64)
+    for d, lvl in enumerate(t.levels):
+        up = far[t.parent[lvl]] if d else np.full(len(lvl), -1, np.int64)
+        far[lvl] = np.where(up >= 0, up, np.where(mask[lvl], lvl, -1))
+    return far
+
+
+def _by_time(starts: np.ndarray, ends: np.ndarray, values: np.ndarray, at: np.ndarray, default: int) -> np.ndarray:
+    """For each time in `at`: the value of the interval (non-overlapping, sorted by start) holding it."""
+    out = np.full(len(at), default, np.int64)
+    if len(starts):
+        i = np.searchsorted(starts, at, side="right") - 1
+        ok = (i >= 0) & (at < ends[np.maximum(i, 0)])
+        out[ok] = values[i[ok]]
+    return out
 
 
 def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
           run: dict[str, Any] | None = None, t: Tree | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations."""
-    t = t if t is not None else build_tree(ev)
-    name_kind, name_value = _name_kinds(ev.names)
+    tables = build_tables(ev, module_types, attention_kinds, run, t)
+    return tables.ops, tables.phases
+
+
+@dataclass
+class _Context:
+    """Per sorted position: what the scopes around an event (itself included) say."""
+
+    kind: np.ndarray
+    name_id: np.ndarray
+    values: np.ndarray
+    names: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    repeat: np.ndarray
+    phase: np.ndarray
+    step: np.ndarray
+    module: np.ndarray
+    scope: np.ndarray
+    optimizer: np.ndarray
+    outer_phase: np.ndarray
+    steps: np.ndarray  # positions of ProfilerStep#N ranges, by start
+
+    def step_at(self, times: np.ndarray) -> np.ndarray:
+        """The ProfilerStep#N holding each time (NO_STEP: none), whatever thread ran the work."""
+        s = self.steps
+        return _by_time(self.start[s], self.end[s], self.values[self.name_id[s]].astype(np.int64), times,
+                        scopes.NO_STEP)
+
+
+def _contexts(ev: EventTable, t: Tree) -> _Context:
+    """Repeat, phase, step, module, scope and optimizer flag of every event, one array pass per tree level.
+
+    genprof's ranges as always (step and module count only inside the phase). Elsewhere: phase from
+    autograd-engine work (`backward`), else the outermost `## name ##` annotation, else an optimizer step
+    (`optimizer`); step from ProfilerStep#N by time; module from `nn.Module: X` ranges."""
+    name_kind, name_value = N.classify(ev.names, ev.name_cat)
     name_id = ev.name_id[t.order]
     kind = name_kind[name_id]
-    start, end = ev.start[t.order], ev.end[t.order]
-    near = {k: _nearest(kind, k, t) for _, k in _KINDS}
     values = np.asarray(name_value, dtype=object)
+    names = np.asarray(ev.names, dtype=object)
 
-    def value_at(pos: np.ndarray, default: Any) -> np.ndarray:
+    def value_at(pos: np.ndarray, default: Any, of: np.ndarray = values) -> np.ndarray:
         out = np.full(len(pos), default, dtype=object)
         ok = pos >= 0
-        out[ok] = values[name_id[pos[ok]]]
+        out[ok] = of[name_id[pos[ok]]]
         return out
 
+    near = {k: _nearest(kind == k, t) for k in (N.REPEAT, N.PHASE, N.STEP, N.MODULE, N.F_MODULE, N.AUTOGRAD,
+                                                 N.OPTIMIZER)}
     depth_of = lambda pos: np.where(pos >= 0, t.depth[np.maximum(pos, 0)], -1)  # noqa: E731
-    phase_depth = depth_of(near[2])
-    ctx_repeat = value_at(near[1], 0)
-    ctx_phase = value_at(near[2], scopes.OUTSIDE_PHASES)
-    step_ok = depth_of(near[3]) > phase_depth
-    ctx_step = np.where(step_ok, value_at(near[3], scopes.NO_STEP), scopes.NO_STEP)
-    module_ok = depth_of(near[4]) > phase_depth
-    ctx_module = np.where(module_ok, value_at(near[4], ""), "")
+    phase_depth = depth_of(near[N.PHASE])
+    outer_phase = _outermost(kind == N.F_PHASE, t)
+    phase = value_at(near[N.PHASE], scopes.OUTSIDE_PHASES)
+    own = near[N.PHASE] < 0
+    for mark, label in ((near[N.OPTIMIZER] >= 0, "optimizer"), (outer_phase >= 0, None),
+                        (near[N.AUTOGRAD] >= 0, "backward")):  # the last assignment wins
+        sel = own & mark
+        phase[sel] = value_at(outer_phase[sel], "") if label is None else label
+    step_ok = depth_of(near[N.STEP]) > phase_depth
+    step = np.where(step_ok, value_at(near[N.STEP], scopes.NO_STEP), scopes.NO_STEP).astype(np.int64)
+    start, end = ev.start[t.order], ev.end[t.order]
+    steps = np.flatnonzero(kind == N.F_STEP)
+    ctx = _Context(kind, name_id, values, names, start, end, value_at(near[N.REPEAT], 0).astype(np.int64), phase,
+                   step, np.where(depth_of(near[N.MODULE]) > phase_depth, value_at(near[N.MODULE], ""),
+                                  value_at(near[N.F_MODULE], "")),
+                   value_at(_nearest(np.isin(kind, N.SCOPE_COLUMN_KINDS), t), "", names), near[N.OPTIMIZER] >= 0,
+                   outer_phase, steps[np.argsort(start[steps], kind="stable")])
+    if len(ctx.steps):
+        ctx.step = np.where(step_ok, step, ctx.step_at(start))
+    return ctx
 
-    dur = end - start
-    is_range = kind > 0
-    parent = t.parent
-    parent_is_range = np.zeros(len(kind), bool)
-    has = parent >= 0
-    parent_is_range[has] = is_range[parent[has]]
-    top_op = ~is_range & (~has | parent_is_range)
 
-    # phase times: every phase, step and repeat range
-    timed = np.flatnonzero(np.isin(kind, (1, 2, 3)))
-    phase_times = pd.DataFrame({
-        "repeat": ctx_repeat[timed].astype(np.int64),
-        "phase": np.where(kind[timed] == 1, "total", ctx_phase[timed]),
-        "step": ctx_step[timed].astype(np.int64),
-        "time_s": dur[timed] / 1e9,
-    }, columns=["repeat", "phase", "step", "time_s"])
-
-    rows = np.flatnonzero(is_range | top_op)
-    self_ns = dur - t.child_ns
-    over = is_range[rows]
-    names = np.asarray(ev.names, dtype=object)
-    op_names = np.where(over, taxonomy.OVERHEAD_OP, names[name_id[rows]])
-    shapes = np.full(len(rows), "", dtype=object)
-    shapes[~over] = ev.shapes(t.order[rows[~over]].tolist())
-    df = pd.DataFrame({
-        "pos": rows, "repeat": ctx_repeat[rows].astype(np.int64), "phase": ctx_phase[rows],
-        "step": ctx_step[rows].astype(np.int64), "module": ctx_module[rows], "op": op_names,
-        "input_shapes": shapes, "over": over,
-        "self_time_s": self_ns[rows] / 1e9,
-        "total_time_s": np.where(over, self_ns[rows], dur[rows]) / 1e9,
-        "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
-    })
-    if df.empty:
-        table = pd.DataFrame(columns=OP_COLUMNS)
-    else:
-        g = df.groupby(_KEY, sort=False, dropna=False)
-        table = g.agg(pos=("pos", "first"), over=("over", "first"), calls=("pos", "size"),
-                      self_time_s=("self_time_s", "sum"), total_time_s=("total_time_s", "sum"),
-                      device_time_s=("device_time_s", "sum")).reset_index()
-        table = table.sort_values("pos", kind="stable").reset_index(drop=True)
-        table = _describe(table, ev, module_types, attention_kinds, t, names, name_id)
+def build_tables(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
+                 run: dict[str, Any] | None = None, t: Tree | None = None) -> Tables:
+    """Op table, phase times, GPU time per kernel and busy time, from profiler events."""
+    t = t if t is not None else build_tree(ev)
+    c = _contexts(ev, t)
+    n = len(c.kind)
+    outer_op = _outermost(c.kind == N.OP, t)
+    lines = _op_lines(ev, t, c, outer_op)
+    # device work: its launch's outermost op, else a line of its own
+    kpos = t.kernel_pos
+    klaunch_op = np.where(kpos >= 0, outer_op[np.maximum(kpos, 0)], -1)
+    loose = np.flatnonzero(klaunch_op < 0)
+    if len(loose):
+        lines = pd.concat([lines, _kernel_lines(ev, c, kpos, loose, n)], ignore_index=True)
+    phase_times = _phase_times(ev, c)
+    gpu = kernels.gpu_summary(ev)
+    if lines.empty:
+        return Tables(pd.DataFrame(columns=OP_COLUMNS), phase_times, pd.DataFrame(columns=KERNEL_COLUMNS), gpu)
+    g = lines.groupby(_KEY, sort=False, dropna=False)
+    group = g.ngroup().to_numpy()
+    table = g.agg(pos=("pos", "first"), over=("over", "first"), krow=("krow", "first"), optim=("optim", "first"),
+                  kname=("kname", "first"), calls=("pos", "size"), self_time_s=("self_time_s", "sum"),
+                  total_time_s=("total_time_s", "sum"), device_time_s=("device_time_s", "sum")).reset_index()
+    order = np.argsort(table["pos"].to_numpy(), kind="stable")
+    table = table.iloc[order].reset_index(drop=True)
+    row_of_group = np.empty(len(order), np.int64)
+    row_of_group[order] = np.arange(len(order))
+    types = {**{v: N.module_type(v) for v in c.values[c.name_id[c.kind == N.F_MODULE]]}, **module_types}
+    table = _describe(table, ev, types, attention_kinds, t, c.names, c.name_id,
+                      _opaque_families(ev, klaunch_op, c.names, c.name_id))
     run = run or {}
     for col in ("run_id", "workload", "size", "optimizations"):
         table[col] = run.get(col, "")
     modules = table["module"].astype(str)
     table["part"] = modules.map({m: m.split(".", 1)[0] for m in modules.unique()})
-    return table[OP_COLUMNS], phase_times
+    # the row of every device event: the line of its launch's outermost op, or its own line
+    line_of_pos = np.full(n + len(kpos), -1, np.int64)
+    line_of_pos[lines["pos"].to_numpy()] = np.arange(len(lines))
+    krow = row_of_group[group][line_of_pos[np.where(klaunch_op >= 0, klaunch_op, n + np.arange(len(kpos)))]]
+    return Tables(table[OP_COLUMNS], phase_times, _kernel_table(ev, krow, table, run), gpu)
 
 
-def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
-              attention_kinds: dict[str, str], t: Tree, names: np.ndarray, name_id: np.ndarray) -> pd.DataFrame:
+def _op_lines(ev: EventTable, t: Tree, c: _Context, outer_op: np.ndarray) -> pd.DataFrame:
+    """One line per outermost op and per scope outside any op (its own time: an `[overhead]` line)."""
+    n = len(c.kind)
+    is_op, is_scope = c.kind == N.OP, np.isin(c.kind, N.SCOPE_KINDS)
+    top_op = is_op & (outer_op == np.arange(n))
+    dur = c.end - c.start
+    parent = t.parent
+    counted = (parent >= 0) & (is_op | is_scope)  # runtime calls under a scope are the scope's own time
+    scope_child_ns = np.bincount(parent[counted], weights=dur[counted], minlength=n).astype(np.int64)
+    rows = np.flatnonzero((is_scope & (outer_op < 0)) | top_op)
+    over = ~top_op[rows]
+    self_ns = dur[rows] - np.where(over, scope_child_ns[rows], t.child_ns[rows])  # an op's self time: minus all
+    shapes = np.full(len(rows), "", dtype=object)
+    shapes[~over] = ev.shapes(t.order[rows[~over]].tolist())
+    return pd.DataFrame({
+        "pos": rows, "repeat": c.repeat[rows], "phase": c.phase[rows], "step": c.step[rows],
+        "module": c.module[rows], "scope": c.scope[rows],
+        "op": np.where(over, taxonomy.OVERHEAD_OP, c.names[c.name_id[rows]]), "input_shapes": shapes,
+        "over": over, "krow": False, "kname": -1, "optim": c.optimizer[rows], "self_time_s": self_ns / 1e9,
+        "total_time_s": np.where(over, self_ns, dur[rows]) / 1e9,
+        "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
+    })
+
+
+def _kernel_lines(ev: EventTable, c: _Context, kpos: np.ndarray, loose: np.ndarray, n: int) -> pd.DataFrame:
+    """One line per device event no op launched: named after its kernel, in its launch's context, or (no
+    launch in the trace) in none, its step from its start time. `pos` = n + the device event's index."""
+    lp = kpos[loose]
+    has = lp >= 0
+    lpc = np.maximum(lp, 0)
+    short = np.asarray([kernels.short_name(k) for k in ev.kernel_names], dtype=object)
+    full = np.asarray(ev.kernel_names, dtype=object)
+    kid = ev.kernel_name_id[loose]
+    orphan_step = c.step_at(ev.kernel_start[loose]) if len(c.steps) else scopes.NO_STEP
+    return pd.DataFrame({
+        "pos": n + loose, "repeat": np.where(has, c.repeat[lpc], 0).astype(np.int64),
+        "phase": np.where(has, c.phase[lpc], scopes.OUTSIDE_PHASES),
+        "step": np.where(has, c.step[lpc], orphan_step).astype(np.int64),
+        "module": np.where(has, c.module[lpc], ""), "scope": np.where(has, c.scope[lpc], NO_LAUNCH),
+        "op": np.where(ev.kernel_kind[loose] == 0, short[kid], full[kid]), "input_shapes": "", "over": False,
+        "krow": True, "kname": kid, "optim": has & c.optimizer[lpc], "self_time_s": 0.0, "total_time_s": 0.0,
+        "device_time_s": ev.kernel_ns[loose] / 1e9})
+
+
+def _phase_times(ev: EventTable, c: _Context) -> pd.DataFrame:
+    """Phase, step and repeat times: genprof's ranges; in a trace without them, the trace's span as `total`,
+    each ProfilerStep as a step of `total`, and each outermost `## name ##` phase (per step too)."""
+    cols = ["repeat", "phase", "step", "time_s"]
+    kind, dur = c.kind, c.end - c.start
+    timed = np.flatnonzero(np.isin(kind, (N.REPEAT, N.PHASE, N.STEP)))
+    genprof = pd.DataFrame({
+        "repeat": c.repeat[timed], "phase": np.where(kind[timed] == N.REPEAT, "total", c.phase[timed]),
+        "step": c.step[timed], "time_s": dur[timed] / 1e9}, columns=cols)
+    if np.isin(kind, N.GENPROF_KINDS).any() or not len(kind):
+        return genprof
+    kend = ev.kernel_start + ev.kernel_ns
+    lo = min([int(c.start.min())] + ([int(ev.kernel_start.min())] if len(kend) else []))
+    hi = max([int(c.end.max())] + ([int(kend.max())] if len(kend) else []))
+    frames = [pd.DataFrame({"repeat": [0], "phase": ["total"], "step": [scopes.NO_STEP], "time_s": [(hi - lo) / 1e9]}),
+              pd.DataFrame({"repeat": 0, "phase": "total", "step": c.values[c.name_id[c.steps]].astype(np.int64),
+                            "time_s": dur[c.steps] / 1e9})]
+    ph = np.flatnonzero(c.outer_phase == np.arange(len(kind)))
+    ph = ph[c.phase[ph] == c.values[c.name_id[ph]]]  # an annotation inside autograd work is part of `backward`
+    if len(ph):
+        p = pd.DataFrame({"repeat": 0, "phase": c.values[c.name_id[ph]],
+                          "step": c.step_at(c.start[ph]) if len(c.steps) else scopes.NO_STEP, "time_s": dur[ph] / 1e9})
+        per_step = p[p["step"] != scopes.NO_STEP]
+        frames += [p.assign(step=scopes.NO_STEP),
+                   per_step.groupby(["repeat", "phase", "step"], sort=False)["time_s"].sum().reset_index()]
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def _opaque_families(ev: EventTable, klaunch_op: np.ndarray, names: np.ndarray, name_id: np.ndarray) -> dict[str, str]:
+    """For ops whose name says nothing (family Other) that launched device work: the family of the
+    kernels that took most of their device time, when those kernels' names say one."""
+    at = np.flatnonzero(klaunch_op >= 0)
+    if not len(at):
+        return {}
+    op_id = name_id[klaunch_op[at]]
+    kfam = np.asarray([kernels.family(k) for k in ev.kernel_names], dtype=object)[ev.kernel_name_id[at]]
+    ids = np.unique(op_id)
+    other = ids[[taxonomy.family(names[i]) == "Other" for i in ids.tolist()]]
+    df = pd.DataFrame({"op": op_id, "fam": kfam, "ns": ev.kernel_ns[at]})
+    df = df[np.isin(op_id, other)]
+    out = {}
+    for op, g in df.groupby("op"):
+        best = g.groupby("fam")["ns"].sum().idxmax()
+        if best != "Other":
+            out[str(names[op])] = str(best)
+    return out
+
+
+def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
+              t: Tree, names: np.ndarray, name_id: np.ndarray, opaque: dict[str, str]) -> pd.DataFrame:
     """Family, attention kind and dims, kernel, FLOPs and bytes of every row.
 
-    Counted once per (module, op, input shapes), from the first event of the first
-    row with that key (rows that differ only by repeat, phase or step share it)."""
+    Counted once per (module, op, input shapes) and, where the source gives it cheaply
+    (trace files), argument signature (dtypes, values), from the first event of the first
+    row with that key (rows that differ only by repeat, phase, step or scope share it).
+    A live profile is keyed by shapes alone: a model runs one dtype per op site."""
     n = len(table)
     mtype = [module_types.get(m, "") for m in table["module"].tolist()]
     family, kernel, kinds = [""] * n, [""] * n, [""] * n
     flops = np.zeros(n, np.int64)
     nbytes = np.zeros(n, np.int64)
     dims = np.zeros((n, 4), np.int64)
-    fam_memo: dict[tuple[str, str], str] = {}
-    site = table[~table["over"]].drop_duplicates(["module", "op", "input_shapes"])
-    site_args = dict(zip(zip(site["module"], site["op"], site["input_shapes"]),
+    fam_memo: dict[tuple[str, str, bool, bool], str] = {}
+    real = ~table["over"].to_numpy() & ~table["krow"].to_numpy()
+    kname = table["kname"].to_numpy()
+    sig = np.full(n, -1, np.int64)
+    if ev.sig is not None:
+        sig[real] = ev.sig[t.order[table["pos"].to_numpy()[real]]]
+    table = table.assign(_sig=sig)
+    site = table[real].drop_duplicates(["module", "op", "input_shapes", "_sig"])
+    site_args = dict(zip(zip(site["module"], site["op"], site["input_shapes"], site["_sig"]),
                          ev.args(t.order[site["pos"].to_numpy()].tolist())))
     count_memo: dict[tuple, tuple] = {}
-    cols = (table[c].tolist() for c in ("op", "module", "over", "pos", "input_shapes"))
-    for i, (op, module, over, pos, shp) in enumerate(zip(*cols)):
-        key = (op, mtype[i])
+    cols = (table[c].tolist() for c in ("op", "module", "over", "krow", "optim", "pos", "input_shapes", "_sig"))
+    for i, (op, module, over, krow, optim, pos, shp, sg) in enumerate(zip(*cols)):
+        key = (op, mtype[i], krow, optim)
         fam = fam_memo.get(key)
         if fam is None:
-            fam = fam_memo[key] = taxonomy.family(op, mtype[i])
+            fam = kernels.family(op) if krow else opaque.get(op) or taxonomy.family(op, mtype[i])
+            if optim and fam not in ("Communication", "Overhead"):
+                fam = "Optimizer"
+            fam_memo[key] = fam
         family[i] = fam
-        if over:
+        if krow:
+            kernel[i] = ev.kernel_names[kname[i]]
+        if over or krow:
             continue
-        skey = (module, op, shp)
+        skey = (module, op, shp, sg)
         c = count_memo.get(skey)
         if c is None:
             shapes, dtypes, args = site_args[skey]
@@ -182,9 +355,27 @@ def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
         if fam == "Attention":
             kinds[i] = attention_kinds.get(module, "self")
     calls = table["calls"].to_numpy()
-    return table.assign(module_type=mtype, family=family, attention_kind=kinds, kernel=kernel,
+    return table.drop(columns=["_sig", "kname"]).assign(module_type=mtype, family=family, attention_kind=kinds, kernel=kernel,
                         flops=flops * calls, bytes=nbytes * calls, seq_q=dims[:, 0], seq_kv=dims[:, 1],
                         batch_heads=dims[:, 2], head_dim=dims[:, 3])
+
+
+def _kernel_table(ev: EventTable, krow: np.ndarray, table: pd.DataFrame, run: dict[str, Any]) -> pd.DataFrame:
+    """GPU time per (repeat, kernel, kind, device, stream) and the op-table row it went to (op, family)."""
+    if not len(krow):
+        return pd.DataFrame(columns=KERNEL_COLUMNS)
+    df = pd.DataFrame({"row": krow, "name": ev.kernel_name_id, "kind": ev.kernel_kind, "device": ev.kernel_device,
+                       "stream": ev.kernel_stream, "ns": ev.kernel_ns})
+    g = df.groupby(["row", "name", "kind", "device", "stream"], sort=False).agg(
+        calls=("ns", "size"), ns=("ns", "sum")).reset_index()
+    rows = table.iloc[g["row"].to_numpy()]
+    out = pd.DataFrame({
+        "run_id": run.get("run_id", ""), "repeat": rows["repeat"].to_numpy(),
+        "kernel": np.asarray(ev.kernel_names, dtype=object)[g["name"].to_numpy()],
+        "kind": np.asarray(KIND_NAMES, dtype=object)[g["kind"].to_numpy()], "device": g["device"].to_numpy(),
+        "stream": g["stream"].to_numpy(), "op": rows["op"].to_numpy(), "family": rows["family"].to_numpy(),
+        "calls": g["calls"].to_numpy(), "time_s": g["ns"].to_numpy() / 1e9})
+    return out.sort_values("time_s", ascending=False, kind="stable").reset_index(drop=True)[KERNEL_COLUMNS]
 
 
 def _attention_kernel(pos: int, t: Tree, names: np.ndarray, name_id: np.ndarray) -> str:

@@ -1,7 +1,11 @@
 """Operator taxonomy: which family an op belongs to, and what kind of attention.
 
 Families: Convolution, Linear, Attention, Normalization, Activation,
-Elementwise, Memory, Embedding, Other (plus Overhead for time no op covers).
+Elementwise, Memory, Embedding, Communication (collectives: `c10d::` and
+functional collectives), Other (plus Overhead for time no op covers).
+Traces recorded elsewhere add Compiled (torch.compile's Triton kernels) and
+Optimizer (work inside an optimizer step), given by the op table from kernel
+names and scopes, not by an op's name.
 An op is classified from its ATen name and the module that ran it: a fused
 attention kernel is Attention anywhere; the matmuls and softmax of an unfused
 attention are Attention only inside an attention module (elsewhere a matmul is
@@ -16,7 +20,7 @@ import re
 import torch
 
 FAMILIES = ("Convolution", "Linear", "Attention", "Normalization", "Activation",
-            "Elementwise", "Memory", "Embedding", "Other", "Overhead")
+            "Elementwise", "Memory", "Embedding", "Communication", "Compiled", "Optimizer", "Other", "Overhead")
 
 OVERHEAD_OP = "[overhead]"  # the row for time inside a scope that no op covers
 
@@ -73,6 +77,7 @@ MEMORY = re.compile(r"^aten::(view|_unsafe_view|reshape|_reshape_alias|permute|t
                     r"result_type|broadcast_tensors|meshgrid|_assert|equal|conj|resolve_|"
                     r"record_stream|_nested|sym_)")
 EMBEDDING = re.compile(r"^aten::(embedding|_embedding_bag|embedding_bag|embedding_dense)")
+COMMUNICATION = re.compile(r"^(c10d|_c10d_functional|c10d_functional|_dtensor)::")
 
 
 def is_attention_module(module_type: str) -> bool:
@@ -91,6 +96,8 @@ def family(op: str, module_type: str = "") -> str:
         return "Overhead"
     if op in FUSED_ATTENTION:
         return "Attention"
+    if COMMUNICATION.match(op):
+        return "Communication"
     if op in UNFUSED_ATTENTION and is_attention_module(module_type):
         return "Attention"
     if CONVOLUTION.match(op):

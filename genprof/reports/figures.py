@@ -31,6 +31,7 @@ from genprof.profiler.taxonomy import FAMILIES
 FAMILY_COLORS = {
     "Convolution": "#1f77b4", "Linear": "#ff7f0e", "Attention": "#d62728", "Normalization": "#2ca02c",
     "Activation": "#9467bd", "Elementwise": "#8c564b", "Memory": "#e377c2", "Embedding": "#17becf",
+    "Communication": "#393b79", "Compiled": "#637939", "Optimizer": "#843c39",
     "Other": "#bcbd22", "Overhead": "#c7c7c7",
 }
 OVERHEAD_HATCH = "///"

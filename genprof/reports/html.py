@@ -9,7 +9,8 @@ script but the sorter (by hash), and jinja2 autoescaping turns every string
 that comes from a run (workload, module and op names, reasons) into text.
 
 Sections: summary, environment and provenance, figures, family breakdown,
-phase statistics, top ops, sequence-length profile, optimizations (speedup
+GPU time (when a run has device time: by family, by kernel, summed against busy
+time per stream; `genprof.reports.gpu`), phase statistics, top ops, sequence-length profile, optimizations (speedup
 against the baseline run of the same workload / size / batch, with quality
 metrics from `summary.quality`), failed runs, and notes (corrupt runs skipped,
 figures that the data does not support). When projection data is present (a
@@ -142,7 +143,9 @@ def _png(fig) -> str:
 
 
 def _command(spec: dict[str, Any]) -> str:
-    """The `genprof run` command line that reproduces a spec."""
+    """The `genprof run` command line that reproduces a spec (`genprof import` for an imported trace)."""
+    if spec.get("imported_from"):
+        return f"genprof import {spec['imported_from']}"
     parts = ["genprof", "run", str(spec.get("workload", "?"))]
     defaults = {"size": "tiny", "batch": 1, "steps": None, "tokens": None, "repeats": 3, "warmup": 1,
                 "mode": "trace", "device": "cpu", "dtype": "float32", "seed": 0, "weights": None}
@@ -574,6 +577,16 @@ Click a table header to sort.</p>
 </section>
 
 <section id="family-breakdown"><h2>Family breakdown</h2>{{ render(family) }}</section>
+{% if gpu %}<section id="gpu-time"><h2>GPU time</h2>
+{% for f in gpu.figures %}
+<figure id="{{ f.id }}"><h3>{{ f.title }}</h3>
+<img class="figure" src="data:image/png;base64,{{ f.png }}" alt="{{ f.title }}">
+<figcaption>{{ f.caption }}</figcaption></figure>
+{% endfor %}
+<h3>By operator family</h3>{{ render(gpu.family) }}
+<h3>By kernel</h3>{{ render(gpu.kernels) }}
+<h3>Streams: summed and busy time</h3>{{ render(gpu.streams) }}
+</section>{% endif %}
 <section id="phase-statistics"><h2>Phase statistics</h2>{{ render(phase_stats) }}
 <h3>Derived metrics</h3>{{ render(derived) }}</section>
 <section id="top-ops"><h2>Top ops</h2>{{ render(top_ops) }}</section>
@@ -683,6 +696,10 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
     failed_table, tracebacks = _failed(d, order, labels)
     figures, skipped = _figures(timed, opt_df)
     roofline_section = _roofline_section(d, roofline)
+    gpu = _gpu_section(d, labels, order)
+    toc = SECTIONS if roofline_section is None else SECTIONS[:-1] + [("roofline", "Roofline")] + SECTIONS[-1:]
+    if gpu:
+        toc = toc[:4] + [("gpu-time", "GPU time")] + toc[4:]
     from genprof import __version__
 
     script = SORTER_JS
@@ -692,13 +709,27 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
         script=_markup(script), script_hash=f"sha256-{digest}",
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), version=__version__,
         roots=[str(r) for r in roots], n_runs=len(order), notes=d["notes"], roofline=roofline_section,
-        toc=SECTIONS if roofline_section is None else SECTIONS[:-1] + [("roofline", "Roofline")] + SECTIONS[-1:],
+        toc=toc, gpu=gpu,
         summary=_summary(d, order, labels), environment=env_table, provenance=provenance,
         figures=figures, skipped_figures=skipped, family=_family_table(timed["ops"]),
         phase_stats=_phase_table(timed["phases"], labels, order), derived=_derived_table(timed, order, labels),
         top_ops=_top_ops_table(timed["ops"], labels, order), seq=_seq_table(d["ops"], labels, order),
         counted=_counted_table(counted_ops, labels, order),
         optimizations=opt_table, failed=failed_table, tracebacks=tracebacks)
+
+
+def _gpu_section(d: dict[str, Any], labels: dict[str, str], order: list[str]) -> dict[str, Any] | None:
+    """GPU time by family (figure and table), by kernel and by stream, when any run has device time."""
+    from genprof.reports.gpu import html_section
+
+    sec = html_section(d, labels, order)
+    if sec is not None:
+        sec["figures"], skipped = _draw([
+            ("fig-gpu-families", "GPU time by operator family",
+             "Share of GPU time (kernels, memcpy, memset) per operator family.",
+             lambda o: F.family_breakdown(o, time="device_time_s"), sec.pop("ops"), None)])
+        d["notes"].extend(skipped)
+    return sec
 
 
 def _markup(s: str):
