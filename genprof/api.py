@@ -238,6 +238,8 @@ def summarize_run(m: Any, wl: Any, info: dict[str, Any], measured: bool = True) 
         summary["flops_per_repeat"] = float(m.ops["flops"].sum() / n)
         summary["bytes_per_repeat"] = float(m.ops["bytes"].sum() / n)
         att = m.ops[(m.ops["family"] == "Attention") & (m.ops["repeat"] == m.ops["repeat"].min())]
+        if "scope" in att:  # a policy's own scoring (genprof::last_query_scores) is attention work, not a kernel
+            att = att[~att["scope"].astype(str).str.startswith("genprof::")]
         kernels = att.assign(k=att["kernel"].where(att["kernel"] != "", att["op"])).groupby("k")["calls"].sum()
         summary["attention_kernels"] = {str(k): int(v) for k, v in kernels.items()}  # what actually ran
         summary["unclassified_ops"] = sorted(m.ops.loc[m.ops["family"] == "Other", "op"].unique().tolist())

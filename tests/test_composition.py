@@ -102,15 +102,20 @@ def test_the_real_command_refuses_a_pair_with_exit_2_and_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("workload, opts", [("llm", ["attn=math", "prepack"]),
-                                            ("llm", ["chunked-prefill:chunk=16", "attn=math"]),
-                                            ("llava", ["attn=math", "vision-prune:layer=2,keep=0.2"])])
-def test_run_json_records_the_backend_the_trace_shows(workload, opts, tmp_path):
+@pytest.mark.parametrize("workload, opts, kernels", [
+    ("llm", ["attn=math", "prepack"], {"aten::baddbmm", "aten::softmax", "aten::bmm"}),
+    ("llm", ["chunked-prefill:chunk=16", "attn=math"], {"aten::baddbmm", "aten::softmax", "aten::bmm"}),
+    ("llava", ["attn=math", "vision-prune:layer=2,keep=0.2"], {"aten::baddbmm", "aten::softmax", "aten::bmm"}),
+    # a policy's own last-query scores (a matmul and a softmax in the attention module) are not the kernel
+    ("llm", ["attn=flash", "lazyllm:layers=1,keep=0.5"], {"aten::_scaled_dot_product_flash_attention_for_cpu"}),
+])
+def test_run_json_records_the_backend_the_trace_shows(workload, opts, kernels, tmp_path):
     res = genprof.run(_spec(workload, opts, repeats=1, warmup=0), out=tmp_path)
     assert res.ok, res.meta.get("traceback")
     s = res.meta["summary"]
-    assert s["attention_backend_ran"] == "math" == res.meta["info"]["attention_backend"]
-    assert set(s["attention_kernels"]) == {"aten::baddbmm", "aten::softmax", "aten::bmm"}
+    assert s["attention_backend_ran"] == opts[0 if opts[0].startswith("attn") else 1][5:]
+    assert s["attention_backend_ran"] == res.meta["info"]["attention_backend"]
+    assert set(s["attention_kernels"]) == kernels
 
 
 def test_a_run_whose_kernels_are_not_the_requested_backend_fails():
