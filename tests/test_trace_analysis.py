@@ -225,3 +225,23 @@ def test_peak_memory_mark_nests():
     slack = 4 << 20  # the kernel batches RSS counters per thread (up to a few hundred kB off)
     assert outer.peak_rss >= with_a - slack  # the inner reset did not hide the outer peak
     assert with_b - slack <= inner.peak_rss < with_a - 50e6  # the inner one saw its own peak, not the outer one's
+
+
+def test_a_run_split_into_profiler_sessions_gives_the_table_of_one_session(tmp_path, monkeypatch):
+    """Trace mode ends a profiler session between steps once it has grown the process enough (bounded
+    memory); with the bound at 0 every step ends one. The rows must be those of a single session."""
+    import genprof
+    from genprof.profiler import session
+
+    one = genprof.run("llm", size="tiny", tokens=4, repeats=2, warmup=1, out=tmp_path, record_trace=True)
+    monkeypatch.setattr(session, "SESSION_BYTES", 0)
+    many = genprof.run("llm", size="tiny", tokens=4, repeats=2, warmup=1, out=tmp_path)
+    assert one.ok and many.ok, (one.meta.get("traceback"), many.meta.get("traceback"))
+    assert one.meta["summary"]["profiler"]["sessions"] == 1
+    assert many.meta["summary"]["profiler"]["sessions"] == 2 * (1 + 4)  # per repeat: prefill, then each step
+    keys = ["repeat", "phase", "step", "module", "op", "input_shapes"]
+    a, b = (r.ops[r.ops["op"] != "[overhead]"].groupby(keys)[["calls", "flops", "bytes"]].sum()
+            for r in (one, many))
+    pd.testing.assert_frame_equal(a, b)
+    pa, pb = (r.phases.groupby(["repeat", "phase", "step"]).size() for r in (one, many))
+    pd.testing.assert_series_equal(pa, pb)

@@ -1,6 +1,6 @@
 """Named ranges for phases, steps, repeats and modules, and the hooks that push them.
 
-In trace mode every phase, step and repeat is a `record_function` range, and
+In trace mode every phase, step and repeat is a profiler range, and
 every module call is one too (a forward pre-hook opens it, a forward hook
 closes it), so each op in the trace sits inside the ranges of the innermost
 module, step, phase and repeat that ran it. The hooks are removed on exit: the
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
-from torch.autograd.profiler import record_function
 
 from genprof.profiler.taxonomy import attention_kind, is_attention_module
 
@@ -48,17 +47,44 @@ OUTSIDE_PHASES = "(outside phases)"  # `phase` of work a workload ran between it
 
 
 class TracePhases:
-    """Phases and steps as profiler ranges."""
+    """Repeats, phases and steps as profiler ranges.
+
+    `after_step`, when given, is called after each step closes; it may call `checkpoint(fn)`, which closes
+    the open repeat and phase ranges, runs `fn` (e.g. ends one profiler session and starts the next) and
+    opens them again, so every session holds whole ranges and a long repeat need not sit in one session.
+    """
+
+    def __init__(self, after_step: Callable[["TracePhases"], None] | None = None):
+        self.after_step = after_step
+        self.open: list[list[Any]] = []  # [label, handle] of the ranges open now, outermost first
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        with record_function(PHASE + name):
+    def range(self, label: str) -> Iterator[None]:
+        self.open.append([label, _open_range(label)])
+        try:
             yield
+        finally:
+            _close_range(self.open.pop()[1])
+
+    def repeat(self, index: int) -> contextlib.AbstractContextManager[None]:
+        return self.range(REPEAT + str(int(index)))
+
+    def phase(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.range(PHASE + name)
 
     @contextlib.contextmanager
     def step(self, index: int) -> Iterator[None]:
-        with record_function(STEP + str(int(index))):
+        with self.range(STEP + str(int(index))):
             yield
+        if self.after_step is not None:
+            self.after_step(self)
+
+    def checkpoint(self, fn: Callable[[], None]) -> None:
+        for entry in reversed(self.open):
+            _close_range(entry[1])
+        fn()
+        for entry in self.open:
+            entry[1] = _open_range(entry[0])
 
 
 @dataclass

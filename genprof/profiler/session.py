@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import psutil
 import torch
-from torch.autograd.profiler import record_function
 
 from genprof.phases import NullPhases
 from genprof.profiler import events, optable, scopes
@@ -84,15 +84,25 @@ class _Signals:
         self.cpu_s: list[float] = []
         self.out: dict[str, Any] = {"threads": torch.get_num_threads(), "cpus": available_cpus(),
                                     "load_start": _load()}
+        self._paused = [0.0, 0.0]  # wall and CPU seconds of genprof's own work inside the current repeat
 
     @contextlib.contextmanager
     def repeat(self, device: torch.device) -> Iterator[None]:
         synchronize(device)
+        self._paused = [0.0, 0.0]
         w, c = time.perf_counter(), time.process_time()
         yield
         synchronize(device)
-        self.wall_s.append(time.perf_counter() - w)
-        self.cpu_s.append(time.process_time() - c)
+        self.wall_s.append(time.perf_counter() - w - self._paused[0])
+        self.cpu_s.append(time.process_time() - c - self._paused[1])
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Work inside a repeat that is genprof's, not the workload's (ending a profiler session)."""
+        w, c = time.perf_counter(), time.process_time()
+        yield
+        self._paused[0] += time.perf_counter() - w
+        self._paused[1] += time.process_time() - c
 
     def result(self, policy: RepeatPolicy) -> dict[str, Any]:
         return {**self.out, "load_end": _load(), "wall_s": self.wall_s, "cpu_s": self.cpu_s,
@@ -177,62 +187,92 @@ def measure_timing(built: Any, device: torch.device, repeats: int | RepeatPolicy
 def measure_trace(built: Any, device: torch.device, repeats: int | RepeatPolicy, warmup: int,
                   run: dict[str, Any], trace_to: Path | None = None,
                   progress: Progress | None = None) -> Measurement:
-    """Trace mode. Each repeat is its own profiler session whose events become op-table rows right after it
-    (outside the timed region and the memory measure), so memory holds one repeat's raw events, not all of
-    them; with `trace_to` (the Chrome trace of every repeat kept) one session spans every repeat."""
+    """Trace mode. The repeats run under profiler sessions that end after a repeat, or after a step once the
+    process has grown by SESSION_BYTES since the session began; each session's events become op-table rows
+    when it ends (outside the timed repeats: the signals leave that time out), so memory holds one
+    session's raw events, not a whole run's. With `trace_to` (the Chrome trace of every repeat kept) one
+    session spans every repeat."""
     policy = _policy(repeats)
     _warmup(built, warmup, progress)
     sig = _Signals()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    phases = scopes.TracePhases()
     output = None
+    sessions = _Sessions(activities, run, sig)
     one_session = trace_to is not None
-    tables: list[tuple[pd.DataFrame, pd.DataFrame]] = []
-    stats = {"events": 0, "collect_s": 0.0, "collect_cpu_s": 0.0, "analyze_s": 0.0}
     peaks: list[dict[str, Any]] = []
+    phases = scopes.TracePhases(None if one_session else sessions.after_step)
     with scopes.ModuleScopes(built.parts) as modules:
-        prof = None
+        sessions.modules = modules
         r = 0
         while policy.more(sig.wall_s):
-            if prof is None:
-                prof = torch.profiler.profile(activities=activities, record_shapes=True)
-                t0, c0 = time.perf_counter(), time.process_time()
-                with _quiet_stderr():
-                    prof.start()
+            sessions.start()
             with MemoryMonitor(device) as mem:
-                with sig.repeat(device), record_function(scopes.REPEAT + str(r)), torch.inference_mode():
+                with sig.repeat(device), phases.repeat(r), torch.inference_mode():
                     output = built.run(phases)
             peaks.append(mem.result())
             if progress:
                 progress(_label(r, policy))
             r += 1
             if not one_session or not policy.more(sig.wall_s):
-                with _quiet_stderr():
-                    prof.stop()
-                stats["collect_s"] += time.perf_counter() - t0
-                stats["collect_cpu_s"] += time.process_time() - c0
                 if one_session and progress:
                     progress("building the op table")
-                tables.append(_op_table(prof, modules, run, stats))
-                if one_session:
-                    trace_file = _export_trace(prof, trace_to)
-                prof = None
-    ops = pd.concat([t[0] for t in tables], ignore_index=True)
-    times = pd.concat([t[1] for t in tables], ignore_index=True)
-    return Measurement("trace", "torch.profiler", times, _peak(peaks), ops=ops,
-                       trace_file=trace_file if one_session else None, output=output, profiler=stats,
-                       signals=sig.result(policy))
+                prof = sessions.stop()
+        trace_file = _export_trace(prof, trace_to) if one_session else None
+    del prof
+    ops = pd.concat([t[0] for t in sessions.tables], ignore_index=True)
+    times = pd.concat([t[1] for t in sessions.tables], ignore_index=True)
+    # a range split over sessions (a repeat, a phase) is one row again: the sum of its pieces
+    times = times.groupby(["repeat", "phase", "step"], sort=False, as_index=False)["time_s"].sum()
+    stats = {**sessions.stats, "sessions": len(sessions.tables)}
+    return Measurement("trace", "torch.profiler", times, _peak(peaks), ops=ops, trace_file=trace_file,
+                       output=output, profiler=stats, signals=sig.result(policy))
 
 
-def _op_table(prof: Any, modules: Any, run: dict[str, Any], stats: dict[str, Any]) -> tuple:
-    t0 = time.perf_counter()
-    ev = events.from_profile(prof)
-    out = optable.build(ev, modules.types, modules.attention_kinds, run)
-    stats["events"] += len(ev) + len(ev.kernel_ns)
-    stats["analyze_s"] += time.perf_counter() - t0
-    return out
+SESSION_BYTES = 256 * 2**20
+
+
+class _Sessions:
+    """The profiler sessions of a trace-mode measurement; each becomes op-table rows when it ends."""
+
+    def __init__(self, activities: list[Any], run: dict[str, Any], sig: "_Signals"):
+        self.activities, self.run, self.sig = activities, run, sig
+        self.modules: Any = None
+        self.prof: Any = None
+        self.tables: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+        self.stats = {"events": 0, "collect_s": 0.0, "collect_cpu_s": 0.0, "analyze_s": 0.0}
+        self._proc = psutil.Process()
+
+    def start(self) -> None:
+        if self.prof is not None:
+            return
+        self.prof = torch.profiler.profile(activities=self.activities, record_shapes=True)
+        self.t0, self.c0, self.rss0 = time.perf_counter(), time.process_time(), self._proc.memory_info().rss
+        with _quiet_stderr():
+            self.prof.start()
+
+    def stop(self) -> Any:
+        """End the session and turn its events into rows; returns the profiler (for a trace export)."""
+        prof, self.prof = self.prof, None
+        with _quiet_stderr():
+            prof.stop()
+        self.stats["collect_s"] += time.perf_counter() - self.t0
+        self.stats["collect_cpu_s"] += time.process_time() - self.c0
+        t0 = time.perf_counter()
+        ev = events.from_profile(prof)
+        self.tables.append(optable.build(ev, self.modules.types, self.modules.attention_kinds, self.run))
+        self.stats["events"] += len(ev) + len(ev.kernel_ns)
+        self.stats["analyze_s"] += time.perf_counter() - t0
+        return prof
+
+    def after_step(self, phases: Any) -> None:
+        """Between two steps: when this session has grown the process by SESSION_BYTES, end it and begin the
+        next (the time that takes is left out of the repeat's wall and CPU time)."""
+        if self._proc.memory_info().rss - self.rss0 < SESSION_BYTES:
+            return
+        with self.sig.paused():
+            phases.checkpoint(lambda: (self.stop(), self.start()))
 
 
 def _peak(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
