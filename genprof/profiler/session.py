@@ -233,6 +233,17 @@ def measure_trace(built: Any, device: torch.device, repeats: int | RepeatPolicy,
 SESSION_BYTES = 256 * 2**20
 
 
+def _trim() -> None:
+    """Give the memory freed by a session's events back to the system (glibc keeps it otherwise), so the
+    next session's growth is its own."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Sessions:
     """The profiler sessions of a trace-mode measurement; each becomes op-table rows when it ends."""
 
@@ -263,6 +274,8 @@ class _Sessions:
         ev = events.from_profile(prof)
         self.tables.append(optable.build(ev, self.modules.types, self.modules.attention_kinds, self.run))
         self.stats["events"] += len(ev) + len(ev.kernel_ns)
+        del ev
+        _trim()
         self.stats["analyze_s"] += time.perf_counter() - t0
         return prof
 
