@@ -296,7 +296,7 @@ def measure_host_profile(names: Sequence[str] | None = None, repeats: int = 5, t
                    "trace_repeats": trace_repeats, "local_profile": local.label}
     checks = cal["checks"]
     calibration = {"units": int(len(cal["units"])), "units_fitted": int(cal["units"]["used"].sum()),
-                   "checks": checks.round(4).to_dict(orient="records"),
+                   "checks": checks.round(9).to_dict(orient="records"),
                    "profiler": check.round(9).to_dict(orient="records"),
                    "recorded_over_plain": float(check["recorded_s"].sum() / check["plain_s"].sum())}
     prof = HostProfile(name=slug(machine["cpu"]), cpu=machine["cpu"],
