@@ -334,14 +334,18 @@ rate is compared with `graphs+fused-norm`. Each row changes one stated constant:
 
 {to_markdown(side_fmt, floatfmt=".4g")}
 
-Eager is host-bound on every profile ({a100.loc['eager', 'verdict'] if 'eager' in a100.index else ''} on the A100): the
-projection says the A100 would wait for this CPU. It comes out faster than the published eager
-rate: the published baseline ran another implementation (gpt-fast's own model, its sampling) under
-2023 PyTorch on another host CPU, and this CPU's dispatch path stands in for the CUDA one, which
-the A100 trace shows costs more per kernel than the launch alone. With CUDA graphs the host
-disappears and the rate is the device's: its error is the roofline's (bandwidth efficiency
-assumed from an H200 copy; gpt-fast reports about 1.7 TB/s on its power-limited A100), plus the
-kernel floor for the many small kernels that compilation would fuse.
+Eager is host-bound on every profile ({a100.loc['eager', 'verdict'] if 'eager' in a100.index else ''} on the A100):
+the projection says the A100 would wait for this CPU. The projected eager rate,
+{side.iloc[0]['eager tokens/s']:.3g} tokens/s, is {side.iloc[0]['eager / published']:.2f}× the published {PUBLISHED['eager']}: the
+projection is too fast by more than a factor 2 with the launch cost alone, and by
+{side.iloc[1]['eager / published']:.2f}× with the whole CUDA path of an in-place op from the A100 trace. What it misses: this CPU's dispatch
+path stands in for the CUDA one, which the A100 trace shows costs more per kernel than the launch
+(the CUDA wrapper, allocator and guards); and the published baseline ran another implementation
+(gpt-fast's own model and sampling) under 2023 PyTorch on another host CPU. With CUDA graphs the
+host disappears and the rate is the device's ({side.iloc[0]['graphs+fused-norm tokens/s']:.3g} tokens/s,
+{side.iloc[0]['graphs+fused-norm / published']:.2f}× the published {PUBLISHED['graphs+fused-norm']}): its error is the
+roofline's (bandwidth efficiency assumed from an H200 copy; gpt-fast reports about 1.7 TB/s on its
+power-limited A100), plus the kernel floor of the many small kernels that compilation would fuse.
 
 Not modelled: the CPU-side difference between a CUDA op and a CPU op beyond the launch; the latency
 from a launch to the kernel's start; kernels that run concurrently; a host that runs ahead across
