@@ -158,12 +158,18 @@ def project_cmd(
                                             "roofline.png/.svg into (nothing is written without it)."),
     threads: Optional[int] = typer.Option(None, help="Threads for measuring the local profile (default: "
                                           "the run's)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Host profile (JSON file or shipped name) for "
+                                       "the host time on a GPU (default: this CPU's, else the shipped one)."),
+    launch_us: Optional[float] = typer.Option(None, "--launch-us", help="CUDA launch cost per kernel, us "
+                                              "(default: the host profile's)."),
 ) -> None:
-    """Predict the run's time on a hardware profile: roofline per op, summed per family and phase."""
-    _project(run_dir, hw, eff_compute, eff_memory, precision, out_proj, threads)
+    """Predict the run's time on a hardware profile: roofline per op, summed per family and phase; on a
+    GPU also host time, combined time and the verdict per phase, eager and what-if."""
+    _project(run_dir, hw, eff_compute, eff_memory, precision, out_proj, threads, host, launch_us)
 
 
-def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out_proj, threads) -> None:
+def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out_proj, threads,
+             host_name=None, launch_us=None) -> None:
     from genprof import store
     from genprof.roofline import get_profile, project_run, summarize
     from genprof.roofline.hardware import canonical_name
@@ -199,6 +205,15 @@ def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, ou
         out.print(t)
     if not measured:
         out.print("(no measured time beside it: the run was not measured on this hardware)")
+    if hw.kind == "gpu":
+        from genprof.roofline import host as H, overlap
+
+        if launch_us is not None and not 0 <= launch_us < 1e6:
+            raise GenprofError(f"--launch-us must be in [0, 1000000) microseconds, got {launch_us:g}")
+        hp = H.load_host(host_name).with_overrides(launch_s=None if launch_us is None else launch_us * 1e-6)
+        ops = store.read_table(run_dir, store.OPS)
+        _print_df(f"host and device per phase ({hp.label}, launch {hp.launch_s * 1e6:.3g} us/kernel; "
+                  "docs/roofline.md)", overlap.report(ops, hw, hp, meta["spec"].get("dtype"), precision=precision))
     if out_proj is not None:
         from genprof.reports import figures as F
 
@@ -210,6 +225,38 @@ def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, ou
         except F.NoData as e:
             out.print(f"roofline figure not drawn: {e}")
         out.print("wrote: " + ", ".join(str(w) for w in written))
+
+
+@app.command("host-profile")
+def host_profile_cmd(
+    out_file: Optional[Path] = typer.Option(None, "--out", help="JSON file to write (default: "
+                                            "genprof/assets/hosts/<this CPU>.json)."),
+    only: List[str] = typer.Option([], "--only", help="Only these workloads (repeatable; default: the suite)."),
+    repeats: int = typer.Option(5, min=1, help="Plain runs per workload (the minimum is kept)."),
+) -> None:
+    """Measure this CPU's host profile: host time per op kind and Python per module call (tiny suite, 1 thread)."""
+    import os
+
+    from genprof import api
+    from genprof.roofline.host import HOSTS_DIR, save_host
+    from genprof.study import host
+
+    for n in only:
+        if n not in api.SUITE:
+            raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("host profile")
+        prof, cal = host.measure_host_profile(tuple(only) or None, repeats=repeats,
+                                              command="genprof " + " ".join(sys.argv[1:]),
+                                              on_start=lambda n: bar.update(task, description=f"measuring {n}"))
+    path = save_host(prof, out_file or HOSTS_DIR / f"{prof.name}.json")
+    m = prof.measured_on
+    out.print(f"{prof.cpu}: {len(prof.op_s)} op kinds, median {prof.default_op_s * 1e6:.3g} us/op, traced/plain "
+              f"{prof.calibration['recorded_over_plain']:.2f}; load average {m['load_average_before']} -> {m['load_average_after']} on {os.cpu_count()} "
+              f"CPU(s); {m['seconds']} s")
+    _print_df("checks against plain CPU time (error = predicted / measured - 1)", cal["checks"])
+    out.print(f"wrote: {path}")
 
 
 @app.command("paper")

@@ -7,7 +7,8 @@ the runs were traced) and set beside its measured time per family (op time,
 genprof's own overhead left out). With `--gpu-runs DIR`, runs measured on a
 GPU are projected on `--gpu-hw` (h200 by default) the same way. Then the
 paper-size suite is counted on the meta device (or read from `--paper-runs`)
-and projected on A100/H100/H200, with the LLM decode check.
+and projected on A100/H100/H200, with the LLM decode check. The page's host-time
+section (scripts/host_projection.py) is kept as it is.
 
     python scripts/validate_roofline.py                     # full: the small suite, then paper counts
     python scripts/validate_roofline.py --only llm --paper-size tiny --doc /tmp/roofline.md   # smoke test
@@ -233,6 +234,10 @@ By hand: (parameters x 2 bytes + K and V of every layer at the first decode step
 {llm_md}
 """
     args.doc.parent.mkdir(parents=True, exist_ok=True)
+    old = args.doc.read_text() if args.doc.is_file() else ""
+    begin, end = "<!-- host-time:begin -->", "<!-- host-time:end -->"
+    if begin in old and end in old:  # the host-time section is scripts/host_projection.py's: keep it
+        text = text.rstrip() + "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
     args.doc.write_text(text)
     print(f"wrote {args.doc} ({time.time() - t0:.0f} s)")
 

@@ -189,3 +189,18 @@ def test_report_of_an_imported_gpu_trace_shows_gpu_time_by_family_and_kernel(imp
         assert needle in text, needle
     shares = [float(row[3]) for row in d.cells["table-gpu-family"][1:]]  # the family shares of one run add up
     assert sum(shares) == pytest.approx(1.0)
+
+def test_roofline_section_shows_the_host_verdicts(tmp_path, llm_run):
+    """`genprof paper`'s roofline section with the host verdict table renders, rows and all, with no error."""
+    from genprof.roofline import PROFILES, load_host, project
+    from genprof.study.paper import host_verdicts
+
+    counted = {"llm": {"ops": llm_run.ops, "meta": llm_run.meta, "counts": {"decode": 4}}}
+    hosts = host_verdicts(counted, load_host())
+    section = {"projection": project(llm_run.ops, PROFILES["h100"]), "hw": "h100", "hosts": hosts}
+    html = write_report([llm_run.path.parent], tmp_path / "paper.html", roofline=section)
+    res = chromium(html.as_uri(), "--dump-dom")
+    assert res.returncode == 0 and console_messages(res.stderr) == [], res.stderr[-3000:]
+    d = DOM(res.stdout)
+    assert d.ids.get("table-host-verdicts") == "table" and len(d.cells["table-host-verdicts"][1:]) == len(hosts) == 2
+    assert "host-bound" in "".join(d.text)

@@ -103,14 +103,39 @@ def test_cli_project_prints_families_and_phases_and_writes_only_when_asked(llm_p
                  "--out", str(tmp_path / "proj"))
     assert r.returncode == 0, r.stderr
     assert "H100 SXM" in r.stdout and "Linear" in r.stdout and "decode" in r.stdout and "prefill" in r.stdout
+    assert "host and device per phase" in r.stdout and "host-bound" in r.stdout and "graphs+fused-norm" in r.stdout
     assert (tmp_path / "proj" / "projection.parquet").is_file() and (tmp_path / "proj" / "roofline.png").is_file()
     assert not (llm_paper.path / "projection.parquet").exists()
 
 
-def test_cli_project_bad_hardware_exits_2_with_one_line(llm_paper, capsys, monkeypatch):
-    r = _genprof(capsys, monkeypatch, "project", str(llm_paper.path), "--hw", "v100")
+@pytest.mark.parametrize("args, message", [
+    (("--hw", "v100"), "error: unknown hardware 'v100'; valid: a100, h100, h200, local"),
+    (("--hw", "a100", "--host", "xeon"), "error: unknown host profile 'xeon'; valid: a JSON file or one of amd-epyc"),
+    (("--hw", "a100", "--launch-us", "-3"), "error: --launch-us must be in [0, 1000000) microseconds, got -3")])
+def test_cli_project_bad_option_exits_2_with_one_line(llm_paper, capsys, monkeypatch, args, message):
+    r = _genprof(capsys, monkeypatch, "project", str(llm_paper.path), *args)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["error: unknown hardware 'v100'; valid: a100, h100, h200, local"]
+    assert r.stderr.strip().splitlines() == [message]
+
+
+def test_llm_paper_decode_is_host_bound_eager_and_device_bound_with_graphs(llm_paper):
+    """Llama-2-7B decode at batch 1: eager issues about 1,300 kernels a token and the host cannot keep up
+    on any GPU profile; replayed as a CUDA graph the same kernels are device-bound, and the combined time
+    is the device's busy time plus the replay. Prefill (512 tokens) is device-bound on the A100."""
+    from genprof.roofline import overlap
+    from genprof.roofline.host import load_host
+
+    host = load_host()
+    for name in GPUS:
+        ph = overlap.phases(llm_paper.ops, PROFILES[name], host, "bfloat16").set_index(["phase", "regime"])
+        eager, graphs = ph.loc[("decode", "eager")], ph.loc[("decode", "graphs")]
+        assert 1200 <= eager["kernels_per_step"] <= 1500
+        assert eager["bound"] == "host" and eager["combined_s"] >= eager["host_s"]
+        assert graphs["bound"] == "device"
+        assert graphs["combined_s"] == pytest.approx(graphs["busy_s"] + 2 * host.graph_replay_s, rel=1e-6)
+        assert ph.loc[("decode", "eager+fused-norm"), "kernels_per_step"] < eager["kernels_per_step"] - 32 * 2 * 4
+    assert overlap.phases(llm_paper.ops, PROFILES["a100"], host, "bfloat16").set_index(
+        ["phase", "regime"]).loc[("prefill", "eager"), "bound"] == "device"
 
 
 def test_cli_paper_quick_writes_the_headline_table_and_report(tmp_path, capsys, monkeypatch):
@@ -123,6 +148,7 @@ def test_cli_paper_quick_writes_the_headline_table_and_report(tmp_path, capsys, 
     assert "LLM prefill compute-bound" in text
     html = (out / "paper.html").read_text()
     assert 'id="table-headline"' in html and 'id="fig-roofline"' in html
+    assert "Host-bound or device-bound" in text and "| llm | decode |" in text and 'id="table-host-verdicts"' in html
 
 
 def test_step_weights_extend_counted_steps_to_the_full_run():

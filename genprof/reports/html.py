@@ -666,6 +666,11 @@ def _roofline_section(d: dict[str, Any], roofline: dict[str, Any] | None) -> dic
         sec["tables"].append(_df_table("table-projected-families", "Projected family shares", fam,
                                        f"Share of projected time per family on {hw}, full run.",
                                        percent=[c for c in fam.columns[2:]]))
+    hosts = roofline.get("hosts")
+    if hosts is not None and not hosts.empty:
+        sec["tables"].append(_df_table("table-host-verdicts", "Host-bound or device-bound (eager)", hosts,
+                                       f"Per phase on {hw}, full run: device, host and combined time in eager "
+                                       "mode, the verdict, and with CUDA graphs (docs/roofline.md)."))
     llm = roofline.get("llm")
     if llm is not None and not llm.empty:
         sec["tables"].append(_df_table("table-llm-check", "LLM decode check", llm,

@@ -10,8 +10,11 @@ projection uses:
 Where a measurement exists the efficiency is measured / datasheet.
 
 GPU profiles also carry `launch_s`, the time to issue one kernel (graph-captured
-or compiled execution); CPU profiles carry `op_overhead_s`, the dispatch time of
-one op, which the CPU pays in series with the op itself.
+or compiled execution), which the overlap of host and device time
+(genprof.roofline.overlap) also takes as the shortest time a kernel occupies the
+device; CPU profiles carry `op_overhead_s`, the dispatch time of one op, which
+the CPU pays in series with the op itself. What a host CPU spends to issue ops
+to a GPU is a host profile (genprof.roofline.host), not part of these.
 
 `measure_local()` measures this machine in a few seconds (a float32 GEMM, a
 large tensor copy, the dispatch time of a tiny op, plain and under the

@@ -37,6 +37,11 @@ from genprof.roofline.hardware import DTYPE_PRECISION, PRECISIONS, HardwareProfi
 KEEP = ["run_id", "workload", "size", "optimizations", "repeat", "phase", "step", "part", "module", "op", "family",
         "attention_kind", "calls", "flops", "bytes", "seq_q", "seq_kv", "batch_heads", "head_dim"]
 LAUNCH_OP = "[launch]"
+# Ops that run a kernel although their bytes count 0: the profiler does not record a tensor list's shapes
+# (cat), and ops that fill new memory have no input tensor to count (full, arange)
+LIST_KERNELS = ("aten::cat", "aten::concat", "aten::concatenate", "aten::stack", "aten::full", "aten::full_like",
+                "aten::zeros", "aten::zeros_like", "aten::ones", "aten::ones_like", "aten::arange", "aten::fill_",
+                "aten::zero_", "aten::randn", "aten::rand", "aten::randn_like", "aten::linspace")
 
 
 def precision_of(dtype: str | None, precision: str | None = None) -> str:
@@ -72,12 +77,13 @@ def project(ops: pd.DataFrame, hw: HardwareProfile, dtype: str | None = "float32
     out["flops_per_call"], out["bytes_per_call"] = f, b
     out["intensity"] = (f / b.where(b > 0)).astype(float)
     out["t_compute_s"], out["t_memory_s"] = f / peak, b / bw
-    kernel = (f > 0) | (b > 0)
+    kernel = (f > 0) | (b > 0) | out["op"].isin(LIST_KERNELS)
     per_call = np.maximum(out["t_compute_s"], out["t_memory_s"])
     if hw.kind == "cpu":
         per_call = per_call + hw.op_overhead_s
     out["time_s"] = per_call * out["calls"]
-    out["bound"] = np.where(~kernel, "none", np.where(out["t_compute_s"] >= out["t_memory_s"], "compute", "memory"))
+    out["bound"] = np.where((f <= 0) & (b <= 0), "none",
+                            np.where(out["t_compute_s"] >= out["t_memory_s"], "compute", "memory"))
     out["kernels"] = np.where(kernel, out["calls"], 0)
     if hw.kind == "gpu" and hw.launch_s > 0 and len(out):
         out = pd.concat([out, _launch_rows(out, hw.launch_s)], ignore_index=True)

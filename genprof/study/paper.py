@@ -291,6 +291,27 @@ def llm_check(counted: dict[str, dict[str, Any]], proj: pd.DataFrame) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def host_verdicts(counted: dict[str, dict[str, Any]], host: Any, hw_name: str = HEADLINE_HW) -> pd.DataFrame:
+    """Per workload and phase on one GPU profile, the full run: device time, host time and combined time
+    in eager mode, the verdict (host- or device-bound, by how much), and the combined time with CUDA
+    graphs and with graphs and fused norms (genprof.roofline.overlap)."""
+    from genprof.roofline import overlap
+
+    hw, rows = PROFILES[hw_name], []
+    for name, c in counted.items():
+        if "ops" not in c:
+            continue
+        ph = overlap.phases(c["ops"], hw, host, c["meta"]["spec"]["dtype"], counts=c["counts"])
+        ph = ph[ph["phase"] != "(outside phases)"].set_index(["phase", "regime"])
+        for phase in dict.fromkeys(ph.index.get_level_values(0)):
+            e, g, gf = (ph.loc[(phase, r)] for r in ("eager", "graphs", "graphs+fused-norm"))
+            rows.append({"workload": name, "phase": phase, "device s": e["device_s"], "host s": e["host_s"],
+                         "eager s": e["combined_s"], "eager verdict": overlap.describe(e["bound"], e["ratio"]),
+                         "graphs s": g["combined_s"], "graphs+fused-norm s": gf["combined_s"],
+                         "graphs speedup": e["combined_s"] / gf["combined_s"]})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------------- writing
 
 
@@ -373,8 +394,12 @@ def _llm_measured(runs: pd.DataFrame, device: str) -> str:
 
 
 def build_paper(counted: dict[str, dict[str, Any]], measured_roots: Sequence[str | Path],
-                attention_doc: str | Path | None = None, size: str = "paper") -> dict[str, Any]:
-    """Everything `write_paper` shows: projection, headline table, family table, LLM check."""
+                attention_doc: str | Path | None = None, size: str = "paper", host: Any = None) -> dict[str, Any]:
+    """Everything `write_paper` shows: projection, headline table, family table, LLM check, host verdicts
+    (on `host`, a host profile; the default one when None)."""
+    from genprof.roofline.host import load_host
+
+    host = host or load_host()
     proj = project_suite(counted)
     claims = projected_claims(proj) if not proj.empty else {}
     ops, runs = _runs_ops(measured_roots)
@@ -393,7 +418,8 @@ def build_paper(counted: dict[str, dict[str, Any]], measured_roots: Sequence[str
     return {"projection": proj, "headline": head, "families": family_table(proj) if not proj.empty else pd.DataFrame(),
             "llm": llm, "cpu_measured": {k: sorted({str(v[k]) for v in cpu.values() if v.get(k)})
                                          for k in ("size", "dtype")},
-            "failed": {n: c["error"] for n, c in counted.items() if "error" in c}}
+            "failed": {n: c["error"] for n, c in counted.items() if "error" in c},
+            "hosts": host_verdicts(counted, host), "host": host.label}
 
 
 def _cpu_where(measured: dict[str, list[str]] | None) -> str:
@@ -439,7 +465,27 @@ Decode time per token projected against (weight bytes + KV-cache bytes) / effect
 hand, at the first decode step (KV length = prompt + 1).
 
 {llm_md}
+
+## Host-bound or device-bound: eager PyTorch at {size} size ({PROFILES[HEADLINE_HW].label}, batch 1)
+
+The same counts with the host priced too (docs/roofline.md, "Host time"): every op's host time on
+{paper.get("host", "the host profile")} plus a CUDA launch per kernel, overlapped with the device's
+roofline time (the device runs behind the host; every step ends in a synchronization). `eager s`
+is the combined time; the verdict compares host time with the device's busy time (each kernel at
+least the launch floor). `graphs s`: the same kernels replayed as a CUDA graph;
+`graphs+fused-norm s`: also one kernel per normalization; the speedup is eager over the latter.
+
+{_hosts_md(paper.get("hosts"))}
 {("" if not failed else chr(10) + "## Not counted" + chr(10) + failed + chr(10))}"""
+
+
+def _hosts_md(hosts: pd.DataFrame | None) -> str:
+    from genprof.reports.markdown import to_markdown
+
+    if hosts is None or hosts.empty:
+        return "(not counted)"
+    return to_markdown(hosts.assign(**{"graphs speedup": hosts["graphs speedup"].map(lambda v: f"{v:.2f}×")}),
+                       floatfmt=".4g")
 
 
 def write_paper(paper: dict[str, Any], md_path: str | Path, html_path: str | Path | None,
@@ -452,7 +498,7 @@ def write_paper(paper: dict[str, Any], md_path: str | Path, html_path: str | Pat
         from genprof.reports.html import write_report
 
         section = {"headline": paper["headline"], "families": paper["families"], "llm": paper["llm"],
-                   "projection": paper["projection"], "hw": HEADLINE_HW}
+                   "projection": paper["projection"], "hw": HEADLINE_HW, "hosts": paper.get("hosts")}
         written.append(write_report(list(report_roots), html_path, title="genprof: the study's headline claims",
                                     roofline=section))
     return written
