@@ -49,7 +49,11 @@ class Node:
 
     @property
     def input_shapes(self) -> list:
-        return self._raw.shapes()
+        return self._raw.structured_input_shapes()
+
+    @property
+    def input_strides(self) -> list:
+        return self._raw.structured_input_strides()
 
     @property
     def input_dtypes(self) -> list:
@@ -123,12 +127,26 @@ def _context(e: Any, memo: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return ctx
 
 
+def _signature(e: Any) -> tuple:
+    return (e.name, e.input_shapes or [], e.input_dtypes or [], e.concrete_inputs or [], e.input_strides or [])
+
+
+def _children(e: Any) -> list:
+    return [(_signature(c), lambda c=c: _children(c)) for c in e.cpu_children]
+
+
 def build(events: Iterable[Any], module_types: dict[str, str], attention_kinds: dict[str, str],
           run: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations."""
     memo: dict[int, dict[str, Any]] = {}
     rows: dict[tuple, dict[str, Any]] = {}
     phase_times: list[dict[str, Any]] = []
+    events = list(events)
+    top = [e for e in events if not e.name.startswith(scopes.PREFIX)
+           and (e.cpu_parent is None or e.cpu_parent.name.startswith(scopes.PREFIX))]
+    signatures = {repr(_signature(e)): _signature(e) for e in top}
+    list_dtype = counting.dominant_dtype((s[1], s[2]) for s in signatures.values())
+    counts: dict[tuple, tuple[int, int]] = {}
     for e in events:
         name = e.name
         parent = e.cpu_parent
@@ -138,11 +156,11 @@ def build(events: Iterable[Any], module_types: dict[str, str], attention_kinds: 
                 phase = ctx["phase"] if not name.startswith(scopes.REPEAT) else "total"
                 phase_times.append({"repeat": ctx["repeat"], "phase": phase, "step": ctx["step"],
                                     "time_s": e.cpu_time_total / 1e6})
-            _add(rows, ctx, taxonomy.OVERHEAD_OP, e, module_types, attention_kinds, overhead=True)
+            _add(rows, ctx, taxonomy.OVERHEAD_OP, e, module_types, attention_kinds, True, list_dtype, counts)
         elif parent is None or parent.name.startswith(scopes.PREFIX):
             ctx = _context(parent, memo) if parent is not None else {
                 "repeat": 0, "phase": scopes.OUTSIDE_PHASES, "step": scopes.NO_STEP, "module": ""}
-            _add(rows, ctx, name, e, module_types, attention_kinds, overhead=False)
+            _add(rows, ctx, name, e, module_types, attention_kinds, False, list_dtype, counts)
     table = pd.DataFrame(list(rows.values()))
     if table.empty:
         table = pd.DataFrame(columns=OP_COLUMNS)
@@ -168,7 +186,8 @@ def _attention_kernel(e: Any) -> str:
 
 
 def _add(rows: dict[tuple, dict[str, Any]], ctx: dict[str, Any], op: str, e: Any,
-         module_types: dict[str, str], attention_kinds: dict[str, str], overhead: bool) -> None:
+         module_types: dict[str, str], attention_kinds: dict[str, str], overhead: bool, list_dtype: str,
+         counts: dict[tuple, tuple[int, int]]) -> None:
     if overhead:
         self_s = total_s = e.self_cpu_time_total / 1e6
         device_s = 0.0
@@ -176,8 +195,7 @@ def _add(rows: dict[tuple, dict[str, Any]], ctx: dict[str, Any], op: str, e: Any
     else:
         self_s, total_s = e.self_cpu_time_total / 1e6, e.cpu_time_total / 1e6
         device_s = e.device_time_total / 1e6
-        shapes, dtypes = e.input_shapes or [], e.input_dtypes or []
-        args = e.concrete_inputs or []
+        shapes = e.input_shapes or []
         shapes_str = str(shapes)
     key = (ctx["repeat"], ctx["phase"], ctx["step"], ctx["module"], op, shapes_str)
     row = rows.get(key)
@@ -185,7 +203,6 @@ def _add(rows: dict[tuple, dict[str, Any]], ctx: dict[str, Any], op: str, e: Any
         module = ctx["module"]
         mtype = module_types.get(module, "")
         fam = taxonomy.family(op, mtype)
-        flops, nbytes = (0, 0) if overhead else counting.count(op, shapes, dtypes, args)
         dims = counting.attention_dims(op, shapes) if fam == "Attention" else None
         kernel = _attention_kernel(e) if op in taxonomy.FUSED_ATTENTION else ""
         row = rows[key] = {
@@ -196,12 +213,18 @@ def _add(rows: dict[tuple, dict[str, Any]], ctx: dict[str, Any], op: str, e: Any
             "flops": 0, "bytes": 0, "input_shapes": shapes_str,
             "seq_q": dims["seq_q"] if dims else 0, "seq_kv": dims["seq_kv"] if dims else 0,
             "batch_heads": dims["batch_heads"] if dims else 0, "head_dim": dims["head_dim"] if dims else 0,
-            "_flops_per_call": flops, "_bytes_per_call": nbytes,
         }
     row["calls"] += 1
     row["self_time_s"] += self_s
     row["total_time_s"] += total_s
     row["device_time_s"] += device_s
-    row["flops"] += row["_flops_per_call"]
-    row["bytes"] += row["_bytes_per_call"]
+    if not overhead:  # counted per call: calls of one row may differ in dtypes, strides or arguments
+        fused = "_attention_math" not in _attention_kernel(e) if op in taxonomy.FUSED_ATTENTION else None
+        key = (repr(_signature(e)), fused)
+        if key not in counts:
+            _, shapes, dtypes, args, strides = _signature(e)
+            counts[key] = counting.count(op, shapes, dtypes, args, strides, list_dtype=list_dtype,
+                                         fused_attention=fused is not False, children=lambda: _children(e))
+        row["flops"] += counts[key][0]
+        row["bytes"] += counts[key][1]
 

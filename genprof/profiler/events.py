@@ -7,8 +7,8 @@ numpy columns instead:
 
 - `from_profile(prof)`: the raw kineto results of a finished profile: name,
   start, end, thread and correlation id of every CPU event (a few pybind calls
-  each); shapes, dtypes and argument values are read later, only for the events
-  that become op-table rows.
+  each); shapes, strides, dtypes and argument values are read later, only for
+  the events that become op-table rows (a tensor list's shapes included).
 - `from_chrome_trace(path)`: a Chrome/Kineto trace file (`.json` or
   `.json.gz`, as `export_chrome_trace` or any Kineto producer writes it),
   parsed as a stream, one event object at a time, keeping only the columns;
@@ -40,7 +40,7 @@ import numpy as np
 
 from genprof.errors import GenprofError
 
-ArgsFn = Callable[[Sequence[int]], list[tuple[list, list, list]]]
+ArgsFn = Callable[[Sequence[int]], list[tuple[list, list, list, list]]]
 ShapesFn = Callable[[Sequence[int]], list[str]]
 DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset"})
 SKIP_CATEGORIES = frozenset({"Trace", "gpu_user_annotation", "ac2g", "fwdbwd"})
@@ -54,7 +54,8 @@ class EventTable:
     (process, thread); `corr` the correlation id (0: none). `shapes(indices)` gives
     the input shapes of the named events as the op table writes them
     (`str(list)`), `args(indices)` their (input shapes, input dtypes, concrete
-    inputs), both in the live profiler's form.
+    inputs, input strides), both in the live profiler's structured form: a
+    tensor list's entry is the list of its tensors' shapes (strides).
     """
 
     names: list[str]
@@ -103,10 +104,11 @@ def from_profile(prof: Any) -> EventTable:
     dev = [raw[i] for i in np.flatnonzero(~is_cpu)]
 
     def shapes(indices: Sequence[int]) -> list[str]:
-        return [str(cpu[i].shapes()) for i in indices]
+        return [str(cpu[i].structured_input_shapes()) for i in indices]
 
-    def args(indices: Sequence[int]) -> list[tuple[list, list, list]]:
-        return [(cpu[i].shapes(), cpu[i].dtypes(), cpu[i].concrete_inputs()) for i in indices]
+    def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
+        return [(cpu[i].structured_input_shapes(), cpu[i].dtypes(), cpu[i].concrete_inputs(),
+                 cpu[i].structured_input_strides()) for i in indices]
 
     return EventTable(names.values, name_id, thread, start, start + dur, corr, shapes, args,
                       np.fromiter((r.correlation_id() for r in dev), np.int64, len(dev)),
@@ -192,7 +194,7 @@ def from_chrome_trace(path: str | Path) -> EventTable:
     k_corr: list[int] = []
     k_ns: list[int] = []
     k_name: list[str] = []
-    sig_args: list[tuple[list, list, list]] = []
+    sig_args: list[tuple[list, list, list, list]] = []
     for e in _events_stream(path):
         if e.get("ph") != "X":
             continue
@@ -214,21 +216,21 @@ def from_chrome_trace(path: str | Path) -> EventTable:
         if dims is None:
             sig.append(-1)
         else:
-            types, conc = a.get("Input type", []), a.get("Concrete Inputs", [])
-            key = (repr(dims), repr(types), repr(conc))
+            types, conc, strides = a.get("Input type", []), a.get("Concrete Inputs", []), a.get("Input Strides", [])
+            key = (repr(dims), repr(types), repr(conc), repr(strides))
             if key not in sigs.ids:
-                sig_args.append(_live_args(dims, types, conc))
+                sig_args.append(_live_args(dims, types, conc, strides))
             sig.append(sigs(key))
     if not name_id:
         raise GenprofError(f"{path}: the trace holds no CPU events")
     sig_arr = np.frombuffer(sig, np.int64)
 
-    def args(indices: Sequence[int]) -> list[tuple[list, list, list]]:
+    def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
         out = []
         for i in indices:
             s = sig_arr[i]
             if s < 0:
-                out.append(([], [], []))
+                out.append(([], [], [], []))
             else:
                 out.append(sig_args[s])
         return out
@@ -245,7 +247,8 @@ def from_chrome_trace(path: str | Path) -> EventTable:
 
 
 def _concrete(text: Any) -> Any:
-    """A Kineto 'Concrete Inputs' string as the value the live profiler reports ('' -> None, '[2, 2]' -> [2, 2])."""
+    """A Kineto 'Concrete Inputs' string as the value the live profiler reports ('' -> None,
+    '[2, 2]' -> [2, 2], '0.' -> 0.0, 'inf' -> inf, '[2., 2.]' -> [2.0, 2.0])."""
     if not isinstance(text, str):
         return text
     if text == "":
@@ -255,13 +258,22 @@ def _concrete(text: Any) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return text
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.startswith("[") and text.endswith("]"):
+        items = [_concrete(t.strip()) for t in text[1:-1].split(",")] if text[1:-1].strip() else []
+        if all(isinstance(v, (int, float)) for v in items):
+            return items
+    return text
 
 
-def _live_args(dims: list, types: list, conc: list) -> tuple[list, list, list]:
-    """Trace-file arguments in the live profiler's form: a TensorList's shapes are [] there."""
-    dims = [[] if i < len(types) and types[i] == "TensorList" else d for i, d in enumerate(dims)]
-    return dims, list(types), [_concrete(c) for c in conc]
+def _live_args(dims: list, types: list, conc: list, strides: list | None = None) -> tuple[list, list, list, list]:
+    """Trace-file arguments in the live profiler's structured form (shapes, dtypes, values, strides)."""
+    strides = list(strides) if isinstance(strides, list) and len(strides) == len(dims) else [[] for _ in dims]
+    return list(dims), list(types), [_concrete(c) for c in conc], strides
 
 
 # ----------------------------------------------------------------------------------------- tree

@@ -18,8 +18,9 @@ Rules that make the table add up:
 
 Everything is array work over all events at once (context of every event from
 its nearest phase/step/module/repeat ancestor, level by level; rows by one
-groupby); Python runs once per distinct (op, shapes) row key, for FLOPs and
-bytes, and once per fused-attention row, for the kernel name.
+groupby); Python runs once per distinct op signature (name, shapes, strides,
+dtypes, argument values) for FLOPs and bytes, summed over a row's calls, and
+once per fused-attention row, for the kernel name.
 """
 
 from __future__ import annotations
@@ -68,8 +69,13 @@ def _nearest(kind_of: np.ndarray, k: int, t: Tree) -> np.ndarray:
 
 
 def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
-          run: dict[str, Any] | None = None, t: Tree | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations."""
+          run: dict[str, Any] | None = None, t: Tree | None = None,
+          fused_attention: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations.
+
+    `fused_attention`: whether attention ops ran a fused kernel (which skips a causal mask's
+    masked blocks); None: read it from the kernel each one dispatched to. A meta-device run
+    says True: it counts for a GPU, although SDPA takes its math path on meta."""
     t = t if t is not None else build_tree(ev)
     name_kind, name_value = _name_kinds(ev.names)
     name_id = ev.name_id[t.order]
@@ -115,8 +121,11 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
     over = is_range[rows]
     names = np.asarray(ev.names, dtype=object)
     op_names = np.where(over, taxonomy.OVERHEAD_OP, names[name_id[rows]])
+    op_args = ev.args(t.order[rows[~over]].tolist())
     shapes = np.full(len(rows), "", dtype=object)
-    shapes[~over] = ev.shapes(t.order[rows[~over]].tolist())
+    shapes[~over] = [str(a[0]) for a in op_args]
+    ev_flops, ev_bytes = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    ev_flops[~over], ev_bytes[~over] = _count_events(rows[~over], op_args, ev, t, names, name_id, fused_attention)
     df = pd.DataFrame({
         "pos": rows, "repeat": ctx_repeat[rows].astype(np.int64), "phase": ctx_phase[rows],
         "step": ctx_step[rows].astype(np.int64), "module": ctx_module[rows], "op": op_names,
@@ -124,6 +133,7 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
         "self_time_s": self_ns[rows] / 1e9,
         "total_time_s": np.where(over, self_ns[rows], dur[rows]) / 1e9,
         "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
+        "flops": ev_flops, "bytes": ev_bytes,
     })
     if df.empty:
         table = pd.DataFrame(columns=OP_COLUMNS)
@@ -131,7 +141,8 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
         g = df.groupby(_KEY, sort=False, dropna=False)
         table = g.agg(pos=("pos", "first"), over=("over", "first"), calls=("pos", "size"),
                       self_time_s=("self_time_s", "sum"), total_time_s=("total_time_s", "sum"),
-                      device_time_s=("device_time_s", "sum")).reset_index()
+                      device_time_s=("device_time_s", "sum"), flops=("flops", "sum"),
+                      bytes=("bytes", "sum")).reset_index()
         table = table.sort_values("pos", kind="stable").reset_index(drop=True)
         table = _describe(table, ev, module_types, attention_kinds, t, names, name_id)
     run = run or {}
@@ -142,23 +153,57 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
     return table[OP_COLUMNS], phase_times
 
 
+def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: np.ndarray, name_id: np.ndarray,
+                  fused_attention: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """FLOPs and bytes of each op event at sorted positions `pos` (`args`: their recorded
+    arguments), counted once per distinct signature."""
+    n = len(pos)
+    flops, nbytes = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    if not n:
+        return flops, nbytes
+    ops = names[name_id[pos]].tolist()
+    keys = [(op, repr(a)) for op, a in zip(ops, args)]
+    first: dict[tuple, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    list_dtype = counting.dominant_dtype((args[i][0], args[i][1]) for i in first.values())
+
+    def children(p: int) -> list:
+        cs = t.children(p)
+        return [((str(names[name_id[c]]), *a), lambda c=int(c): children(c))
+                for c, a in zip(cs.tolist(), ev.args(t.order[cs].tolist()))]
+
+    memo: dict[tuple, tuple[int, int]] = {}
+    for i, (k, op, a, p) in enumerate(zip(keys, ops, args, pos.tolist())):
+        fused = fused_attention
+        if fused is None and op in taxonomy.FUSED_ATTENTION:
+            fused = "_attention_math" not in _attention_kernel(p, t, names, name_id)
+        mk = (k, fused)
+        c = memo.get(mk)
+        if c is None:
+            shapes, dtypes, values, strides = (x or [] for x in a)
+            c = memo[mk] = counting.count(op, shapes, dtypes, values, strides, list_dtype=list_dtype,
+                                          fused_attention=fused is not False,
+                                          children=(lambda p=p: children(p)))
+        flops[i], nbytes[i] = c
+    return flops, nbytes
+
+
 def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
               attention_kinds: dict[str, str], t: Tree, names: np.ndarray, name_id: np.ndarray) -> pd.DataFrame:
-    """Family, attention kind and dims, kernel, FLOPs and bytes of every row.
+    """Family, attention kind and dims, and kernel of every row.
 
-    Counted once per (module, op, input shapes), from the first event of the first
+    Described once per (module, op, input shapes), from the first event of the first
     row with that key (rows that differ only by repeat, phase or step share it)."""
     n = len(table)
     mtype = [module_types.get(m, "") for m in table["module"].tolist()]
     family, kernel, kinds = [""] * n, [""] * n, [""] * n
-    flops = np.zeros(n, np.int64)
-    nbytes = np.zeros(n, np.int64)
     dims = np.zeros((n, 4), np.int64)
     fam_memo: dict[tuple[str, str], str] = {}
     site = table[~table["over"]].drop_duplicates(["module", "op", "input_shapes"])
     site_args = dict(zip(zip(site["module"], site["op"], site["input_shapes"]),
                          ev.args(t.order[site["pos"].to_numpy()].tolist())))
-    count_memo: dict[tuple, tuple] = {}
+    memo: dict[tuple, tuple] = {}
     cols = (table[c].tolist() for c in ("op", "module", "over", "pos", "input_shapes"))
     for i, (op, module, over, pos, shp) in enumerate(zip(*cols)):
         key = (op, mtype[i])
@@ -169,22 +214,18 @@ def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
         if over:
             continue
         skey = (module, op, shp)
-        c = count_memo.get(skey)
+        c = memo.get(skey)
         if c is None:
-            shapes, dtypes, args = site_args[skey]
-            shapes, dtypes, args = shapes or [], dtypes or [], args or []
+            shapes = site_args[skey][0] or []
             d = counting.attention_dims(op, shapes) if fam == "Attention" else None
-            c = count_memo[skey] = (*counting.count(op, shapes, dtypes, args),
-                                    (d["seq_q"], d["seq_kv"], d["batch_heads"], d["head_dim"]) if d else (0, 0, 0, 0),
-                                    _attention_kernel(int(pos), t, names, name_id)
-                                    if op in taxonomy.FUSED_ATTENTION else "")
-        flops[i], nbytes[i], dims[i], kernel[i] = c
+            c = memo[skey] = ((d["seq_q"], d["seq_kv"], d["batch_heads"], d["head_dim"]) if d else (0, 0, 0, 0),
+                              _attention_kernel(int(pos), t, names, name_id)
+                              if op in taxonomy.FUSED_ATTENTION else "")
+        dims[i], kernel[i] = c
         if fam == "Attention":
             kinds[i] = attention_kinds.get(module, "self")
-    calls = table["calls"].to_numpy()
     return table.assign(module_type=mtype, family=family, attention_kind=kinds, kernel=kernel,
-                        flops=flops * calls, bytes=nbytes * calls, seq_q=dims[:, 0], seq_kv=dims[:, 1],
-                        batch_heads=dims[:, 2], head_dim=dims[:, 3])
+                        seq_q=dims[:, 0], seq_kv=dims[:, 1], batch_heads=dims[:, 2], head_dim=dims[:, 3])
 
 
 def _attention_kernel(pos: int, t: Tree, names: np.ndarray, name_id: np.ndarray) -> str:

@@ -110,7 +110,8 @@ def measure_trace(built: Any, device: torch.device, repeats: int, warmup: int,
         progress("building the op table")
     t0 = time.perf_counter()
     ev = events.from_profile(prof)
-    ops, times = optable.build(ev, modules.types, modules.attention_kinds, run)
+    ops, times = optable.build(ev, modules.types, modules.attention_kinds, run,
+                               fused_attention=True if device.type == "meta" else None)
     stats = {"events": len(ev) + len(ev.kernel_ns), "collect_s": collect_s, "collect_cpu_s": collect_cpu_s,
              "analyze_s": time.perf_counter() - t0}
     trace_file = None
