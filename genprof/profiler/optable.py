@@ -25,7 +25,9 @@ once per fused-attention row, for the kernel name.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import gc
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -121,11 +123,13 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
     over = is_range[rows]
     names = np.asarray(ev.names, dtype=object)
     op_names = np.where(over, taxonomy.OVERHEAD_OP, names[name_id[rows]])
-    op_args = ev.args(t.order[rows[~over]].tolist())
     shapes = np.full(len(rows), "", dtype=object)
-    shapes[~over] = [str(a[0]) for a in op_args]
     ev_flops, ev_bytes = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-    ev_flops[~over], ev_bytes[~over] = _count_events(rows[~over], op_args, ev, t, names, name_id, fused_attention)
+    with _gc_paused():  # a few small lists per op event: the collector would rescan the whole heap each time
+        op_args = ev.args(t.order[rows[~over]].tolist())
+        shapes[~over] = [str(a[0]) for a in op_args]
+        ev_flops[~over], ev_bytes[~over] = _count_events(rows[~over], op_args, ev, t, names, name_id,
+                                                         fused_attention)
     df = pd.DataFrame({
         "pos": rows, "repeat": ctx_repeat[rows].astype(np.int64), "phase": ctx_phase[rows],
         "step": ctx_step[rows].astype(np.int64), "module": ctx_module[rows], "op": op_names,
@@ -144,13 +148,25 @@ def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[st
                       device_time_s=("device_time_s", "sum"), flops=("flops", "sum"),
                       bytes=("bytes", "sum")).reset_index()
         table = table.sort_values("pos", kind="stable").reset_index(drop=True)
-        table = _describe(table, ev, module_types, attention_kinds, t, names, name_id)
+        table = _describe(table, dict(zip(rows[~over].tolist(), op_args)), module_types, attention_kinds, t,
+                          names, name_id)
     run = run or {}
     for col in ("run_id", "workload", "size", "optimizations"):
         table[col] = run.get(col, "")
     modules = table["module"].astype(str)
     table["part"] = modules.map({m: m.split(".", 1)[0] for m in modules.unique()})
     return table[OP_COLUMNS], phase_times
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: np.ndarray, name_id: np.ndarray,
@@ -162,7 +178,8 @@ def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: n
     if not n:
         return flops, nbytes
     ops = names[name_id[pos]].tolist()
-    keys = [(op, repr(a)) for op, a in zip(ops, args)]
+    text: dict[int, str] = {}  # a trace file's events share one arguments tuple per signature
+    keys = [(op, text.get(id(a)) or text.setdefault(id(a), repr(a))) for op, a in zip(ops, args)]
     first: dict[tuple, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
@@ -189,9 +206,10 @@ def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: n
     return flops, nbytes
 
 
-def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
+def _describe(table: pd.DataFrame, args_at: dict[int, tuple], module_types: dict[str, str],
               attention_kinds: dict[str, str], t: Tree, names: np.ndarray, name_id: np.ndarray) -> pd.DataFrame:
-    """Family, attention kind and dims, and kernel of every row.
+    """Family, attention kind and dims, and kernel of every row (`args_at`: sorted position ->
+    recorded arguments of each op event).
 
     Described once per (module, op, input shapes), from the first event of the first
     row with that key (rows that differ only by repeat, phase or step share it)."""
@@ -200,9 +218,6 @@ def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
     family, kernel, kinds = [""] * n, [""] * n, [""] * n
     dims = np.zeros((n, 4), np.int64)
     fam_memo: dict[tuple[str, str], str] = {}
-    site = table[~table["over"]].drop_duplicates(["module", "op", "input_shapes"])
-    site_args = dict(zip(zip(site["module"], site["op"], site["input_shapes"]),
-                         ev.args(t.order[site["pos"].to_numpy()].tolist())))
     memo: dict[tuple, tuple] = {}
     cols = (table[c].tolist() for c in ("op", "module", "over", "pos", "input_shapes"))
     for i, (op, module, over, pos, shp) in enumerate(zip(*cols)):
@@ -216,7 +231,7 @@ def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
         skey = (module, op, shp)
         c = memo.get(skey)
         if c is None:
-            shapes = site_args[skey][0] or []
+            shapes = args_at[int(pos)][0] or []
             d = counting.attention_dims(op, shapes) if fam == "Attention" else None
             c = memo[skey] = ((d["seq_q"], d["seq_kv"], d["batch_heads"], d["head_dim"]) if d else (0, 0, 0, 0),
                               _attention_kernel(int(pos), t, names, name_id)
