@@ -8,6 +8,9 @@ torch's FlopCounterMode with attention on its MATH path. Differences by design a
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -74,6 +77,16 @@ def assert_sites_agree(ops, sites):
 def test_bytes_per_call_are_inputs_plus_outputs_for_every_op(tiny):
     built, ops, sites, phases = tiny
     assert_sites_agree(ops, sites)
+
+
+def test_op_table_doc_lists_every_op_kind(tiny):
+    """docs/op-table.md says how each op kind is counted: a workload that runs a new one must add it
+    (`python scripts/op_kinds.py`)."""
+    built, ops, sites, phases = tiny
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "op-table.md").read_text()
+    listed = set(re.findall(r"^\| `([^`]+)` \|", doc, flags=re.M))
+    missing = set(ops.loc[ops["op"] != "[overhead]", "op"]) - listed
+    assert not missing, f"not in docs/op-table.md (run python scripts/op_kinds.py): {sorted(missing)}"
 
 
 def test_causal_attention_counts_the_unmasked_pairs():

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from genprof.profiler import replay as rp
 
@@ -113,58 +113,84 @@ def causal_pairs(lq: int, lk: int, offset: int = 0) -> int:
     return ramp + (lq - i1) * lk
 
 
-def _attention_flops(op: str, shapes: Sequence[Any], values: dict[str, Any], fused: bool) -> int:
+def _attention_flops(op: str, shapes: Sequence[Any], values: dict[str, Any], fused: bool) -> tuple[int, str]:
     t = _tensor_shapes(shapes)
     dims = attention_dims(op, shapes)
     if not dims or len(t) < 3:
-        return 0
+        return 0, "0"
     b_h, lq, lk, d, dv = dims["batch_heads"], dims["seq_q"], dims["seq_kv"], dims["head_dim"], t[2][-1]
-    pairs = lq * lk
-    if fused:
-        if values.get("is_causal") or values.get("custom_mask_type") == 1:
-            pairs = causal_pairs(lq, lk)
-        elif values.get("causal") or values.get("custom_mask_type") == 2:
-            pairs = causal_pairs(lq, lk, lk - lq)
-    return 2 * b_h * pairs * (d + dv)
+    pairs, rule = lq * lk, "attention: 2·B·H·Lq·Lk·(D+Dv)"
+    if fused and (values.get("is_causal") or values.get("custom_mask_type") == 1):
+        pairs, rule = causal_pairs(lq, lk), "attention, causal: 2·B·H·(unmasked pairs)·(D+Dv)"
+    elif fused and (values.get("causal") or values.get("custom_mask_type") == 2):
+        pairs, rule = causal_pairs(lq, lk, lk - lq), "attention, causal: 2·B·H·(unmasked pairs)·(D+Dv)"
+    return 2 * b_h * pairs * (d + dv), rule
 
 
-def _flops(op: str, shapes: Sequence[Any], r: rp.Replay | None, fused: bool) -> int:
+def _flops(op: str, shapes: Sequence[Any], r: rp.Replay | None, fused: bool) -> tuple[int, str]:
+    """FLOPs of one call and the name of the formula."""
     if any(s in op for s in SDPA_LIKE):
         return _attention_flops(op, shapes, r.values if r else {}, fused)
     if r is None or not r.outputs:
-        return 0
+        return 0, "0"
     out = r.outputs[0][0]
     ins = [x for _, x, _ in r.inputs]
     if op in MATMUL_K:
         a = ins[MATMUL_K[op]].shape
-        return 2 * _numel(out.shape) * (a[-1] if a else 1)
+        return 2 * _numel(out.shape) * (a[-1] if a else 1), "matmul: 2·(output elements)·K"
     if op == "aten::addbmm":  # sums the batch of products into one matrix
         b1 = ins[1].shape
-        return 2 * _numel(out.shape) * b1[0] * b1[-1]
+        return 2 * _numel(out.shape) * b1[0] * b1[-1], "matmul: 2·(output elements)·batch·K"
     if "conv" in op and len(ins) >= 2 and len(ins[1].shape) >= 3:
         x, w = ins[0].shape, ins[1].shape
-        transposed = "transpose" in op or bool(r.values.get("transposed"))
-        return 2 * _numel(x if transposed else out.shape) * _numel(w[1:])
-    return 0
+        if "transpose" in op or bool(r.values.get("transposed")):
+            return 2 * _numel(x) * _numel(w[1:]), "transposed convolution: 2·(input elements)·(C_out/groups)·prod(kernel)"
+        return 2 * _numel(out.shape) * _numel(w[1:]), "convolution: 2·(output elements)·(C_in/groups)·prod(kernel)"
+    return 0, "0"
 
 
-def _bytes(op: str, r: rp.Replay) -> int:
+def _bytes(op: str, r: rp.Replay) -> tuple[int, str]:
+    """Bytes read + written by one replayed call, and the name of the rule."""
     written = [t for t, w in r.outputs if w]
-    if op in ALLOCATION or op in METADATA_IN_PLACE or (r.outputs and not written):
-        return 0  # no data written: a view, an alias, an allocation, a change of shape or strides
+    if op in ALLOCATION:
+        return 0, "0: allocation"
+    if op in METADATA_IN_PLACE:
+        return 0, "0: changes metadata in place"
+    if r.outputs and not written:
+        return 0, "0: view or alias of an input"
+    rule = "inputs + outputs"
     read = 0
     for name, t, role in r.inputs:
-        if role == "out" or op in METADATA_INPUTS or (role == "inplace" and op in WRITE_ONLY_SELF):
-            continue
-        read += t.nbytes
+        if role == "out":
+            rule = "inputs + outputs (`out=` written, not read)"
+        elif op in METADATA_INPUTS:
+            rule = "output only (the input gives its shape)"
+        elif role == "inplace" and op in WRITE_ONLY_SELF:
+            rule = "inputs + `self` written, not read"
+        else:
+            read += t.nbytes
+            if role == "inplace":
+                rule = "inputs + `self` written in place"
     if op in GATHER_ROWS:  # embedding(weight, indices): reads the gathered rows, not the table
         read = sum(t.nbytes for name, t, _ in r.inputs if name != "weight") + sum(t.nbytes for t in written)
-    return read + sum(t.nbytes for t in written)
+        rule = "indices + gathered rows + output"
+    if not r.outputs:
+        rule = "inputs (returns no tensor)"
+    return read + sum(t.nbytes for t in written), rule
 
 
 def _input_bytes(shapes: Sequence[Any], dtypes: Sequence[str]) -> int:
     return sum(_numel(s) * DTYPE_BYTES.get(d, 4) for s, d in zip(shapes, dtypes)
                if d in DTYPE_BYTES and isinstance(s, (list, tuple)))
+
+
+class Counted(NamedTuple):
+    """One call's count and the rules that made it (docs/op-table.md lists them per op kind)."""
+
+    flops: int
+    bytes: int
+    flops_rule: str
+    bytes_rule: str
 
 
 def count(op: str, shapes: Sequence[Any], dtypes: Sequence[str], args: Sequence[Any],
@@ -176,31 +202,35 @@ def count(op: str, shapes: Sequence[Any], dtypes: Sequence[str], args: Sequence[
     `fused_attention`: False when an attention op ran SDPA's math path (a causal mask then saves
     nothing); `children`: the ops this call made, as (signature, their own children), counted in
     its place when the record cannot be replayed."""
-    return explain(op, shapes, dtypes, args, strides, list_dtype=list_dtype, fused_attention=fused_attention,
-                   children=children)[:2]
+    c = explain(op, shapes, dtypes, args, strides, list_dtype=list_dtype, fused_attention=fused_attention,
+                children=children)
+    return c.flops, c.bytes
 
 
 def explain(op: str, shapes: Sequence[Any], dtypes: Sequence[str], args: Sequence[Any],
             strides: Sequence[Any] | None = None, *, list_dtype: str = "float", fused_attention: bool = True,
-            children: Callable[[], Iterable[tuple[Signature, Callable]]] | None = None) -> tuple[int, int, str]:
-    """(FLOPs, bytes, how): `how` names the rule that counted the call ("replay", "children", ...)."""
+            children: Callable[[], Iterable[tuple[Signature, Callable]]] | None = None) -> Counted:
+    """`count` with the names of the rules that counted the call."""
     shapes = [s if isinstance(s, (list, tuple)) else [] for s in shapes]
     r = rp.replay(op, shapes, dtypes, args, strides, list_dtype)
     if r is not None:
-        return _flops(op, shapes, r, fused_attention), _bytes(op, r), "replay"
-    flops = _flops(op, shapes, None, fused_attention)
+        flops, flops_rule = _flops(op, shapes, r, fused_attention)
+        nbytes, bytes_rule = _bytes(op, r)
+        return Counted(flops, nbytes, flops_rule, bytes_rule)
+    flops, flops_rule = _flops(op, shapes, None, fused_attention)
     if children is not None and not flops:
         nbytes = 0
         for (c_op, c_shapes, c_dtypes, c_args, c_strides), grandchildren in children():
             f, b = count(c_op, c_shapes, c_dtypes, c_args, c_strides, list_dtype=list_dtype, children=grandchildren)
             flops, nbytes = flops + f, nbytes + b
         if flops or nbytes:
-            return flops, nbytes, "children"
+            return Counted(flops, nbytes, "the ops it called", "the ops it called")
     if flops:  # an attention op outside ATen (flash-attn package): output = the query's shape
         t = _tensor_shapes(shapes)
         elem = DTYPE_BYTES.get(dtypes[0], 2) if dtypes else 2
-        return flops, _input_bytes(shapes, dtypes) + _numel(t[0]) * elem, "attention inputs + query-shaped output"
-    return 0, _input_bytes(shapes, dtypes), "inputs only"
+        return Counted(flops, _input_bytes(shapes, dtypes) + _numel(t[0]) * elem, flops_rule,
+                       "inputs + a query-shaped output")
+    return Counted(0, _input_bytes(shapes, dtypes), "0", "recorded inputs only (output unknown)")
 
 
 def dominant_dtype(signatures: Iterable[tuple[Sequence[Any], Sequence[str]]]) -> str:
