@@ -55,8 +55,19 @@ def family_ops(proj: pd.DataFrame, family: str, workloads: Sequence[str], hw: st
     return g[["workload", "op", "launches", "bytes_per_launch", "bytes", "projected_s", "share_of_time"]]
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """The table with readable units: MB per launch, GB in all, ms, %."""
+def summary(table: pd.DataFrame, family: str) -> str:
+    """One line per workload: the family's share of projected time and the op that takes most of it."""
+    lines = []
+    for wl, g in table.groupby("workload", sort=False):
+        top = g.iloc[0]
+        lines.append(f"- {wl}: {family} {100 * g['share_of_time'].sum():.1f}% of projected time; "
+                     f"`{top['op'].split('::')[-1]}` {100 * top['share_of_time']:.1f}%, "
+                     f"{top['launches']:,.0f} launches of {top['bytes_per_launch'] / 1e6:.3g} MB")
+    return "\n".join(lines)
+
+
+def markdown(table: pd.DataFrame, family: str = "Normalization") -> str:
+    """A line per workload, then the table with readable units: MB per launch, GB in all, ms, %."""
     from genprof.reports.markdown import to_markdown
 
     if table.empty:
@@ -69,4 +80,4 @@ def markdown(table: pd.DataFrame) -> str:
         "projected ms": (table["projected_s"] * 1e3).map(lambda v: f"{v:.3g}"),
         "share of time": (100 * table["share_of_time"]).map(lambda v: f"{v:.1f}%"),
     })
-    return to_markdown(t)
+    return summary(table, family) + "\n\n" + to_markdown(t)
