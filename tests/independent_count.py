@@ -239,14 +239,17 @@ BY_DESIGN = {
                      "(8 bytes) and genprof counts it as read",
     "tensor list dtype": "the profiler records a tensor list's shapes, not its dtype: genprof assumes the "
                          "run's floating dtype, so a list of integers counts at that element size",
-    "unrecorded inputs": "`index`'s indices (a `Tensor?[]`) are not recorded, and `nonzero`'s output size "
-                         "depends on the data: genprof counts the recorded inputs only",
+    "unrecorded inputs": "`index`'s and `index_put_`'s indices (a `Tensor?[]`) are not recorded, and the "
+                         "output size of `nonzero` or `unique` depends on the data: genprof counts the "
+                         "recorded inputs only",
     "built from Python data": "`torch.tensor(data)` makes its tensor below the dispatch modes: the profiler "
                               "records its `empty`/`to`, this recorder does not see them",
     "device move": "a Device argument is not recorded: `to(device)` that keeps the dtype is replayed on one "
                    "device, where it is a no-op (0 bytes)",
 }
-UNRECORDED_INPUTS = {"aten::index", "aten::nonzero", "aten::nonzero_numpy", "aten::masked_select"}
+UNRECORDED_INPUTS = {"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_",
+                     "aten::nonzero", "aten::nonzero_numpy", "aten::masked_select", "aten::unique",
+                     "aten::_unique2", "aten::unique_consecutive", "aten::unique_dim"}
 BUILT_FROM_DATA = {"aten::empty", "aten::to", "aten::_to_copy", "aten::copy_", "aten::lift_fresh"}
 SDPA = {"aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
         "aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",

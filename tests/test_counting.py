@@ -172,3 +172,26 @@ def test_einsum_counts_the_ops_it_called():
 def test_unreplayable_ops_count_their_recorded_inputs():
     y = torch.tensor([True, False, True])
     assert counted(lambda: y.nonzero())[0][1:] == (0, 3, "recorded inputs only (output unknown)")
+
+
+def test_a_chrome_trace_counts_as_the_live_profile(tmp_path):
+    """The file path records the same calls as text ('0.', 'inf', '[2., 2.]', nested tensor-list
+    dims): its op table must count what the live profile counts."""
+    from genprof.profiler import events, optable
+
+    y = torch.randn(2, 8, 6, 6)
+    with torch.profiler.profile(record_shapes=True) as prof, torch.inference_mode():
+        F.interpolate(y, scale_factor=2.0, mode="nearest")
+        F.pad(y, (1, 1, 1, 1), value=0.5)
+        torch.full_like(y, float("inf"))
+        torch.cat([y, y.to(torch.bfloat16).float()], dim=1)
+        y.clamp(max=float("inf"))
+    live, _ = optable.build(events.from_profile(prof), {}, {})
+    prof.export_chrome_trace(str(tmp_path / "t.json"))
+    from_file, _ = optable.build(events.from_chrome_trace(tmp_path / "t.json"), {}, {})
+    key = ["op", "input_shapes"]
+    a, b = (t.sort_values(key)[key + ["calls", "flops", "bytes"]].reset_index(drop=True) for t in (live, from_file))
+    assert a.equals(b)
+    assert (a.loc[a["op"] == "aten::cat", "bytes"] == F32 * 4 * y.numel()).all()
+    assert events._concrete("0.") == 0.0 and events._concrete("[2., 2.]") == [2.0, 2.0]
+    assert events._concrete("inf") == float("inf") and events._concrete("") is None
