@@ -22,11 +22,17 @@ What a record lacks, and what is used instead (docs/op-table.md):
 - the dtype of a tensor list's elements is not recorded: the caller's
   `list_dtype` is used;
 - `Tensor?[]` arguments (`index`'s indices) are recorded as nothing: no replay;
+- a Python number passed for a Tensor argument is recorded as a 0-dim double
+  (or int64, bool) tensor: it is passed as the number again, so the output
+  keeps the other tensor's dtype (`_wrapped_numbers`);
 - Device arguments are the meta device; Generators are None;
 - ops with data-dependent outputs (`nonzero`, `item`) have no meta kernel: no replay.
 
-Each distinct signature is replayed once (cached). Nothing here counts bytes
-or FLOPs (`counting.py` does) or knows about the profiler.
+SDPA is replayed through the meta function of the fused CPU kernel it
+dispatches to on a CPU (same output; on the meta device SDPA itself takes its
+math path, about 150 meta ops). Each distinct signature is replayed once
+(cached). Nothing here counts bytes or FLOPs (`counting.py` does) or knows
+about the profiler.
 """
 
 from __future__ import annotations
