@@ -25,8 +25,9 @@ SHORT = {"steps": 1, "tokens": 2}
 
 
 def counted(name: str, size: str, device: str, dtype: str = "float32") -> tuple:
-    """One traced run of a workload (steps / tokens cut to SHORT) under the recorder, the FLOP
-    counter's run of the same model, and the two counts side by side: (built, ops, sites, phases).
+    """One traced run of a workload (steps / tokens cut to SHORT), two more runs of the same model
+    (under the recorder, under the FLOP counter), and the counts side by side: (built, ops,
+    sites, phases; see independent_count.compare).
     One intra-op thread: the counts do not depend on it, and idle threads spinning on a shared
     machine cost more CPU than these tiny ops."""
     wl = genprof.workloads.get(name)
