@@ -103,21 +103,12 @@ def from_profile(prof: Any) -> EventTable:
     corr = np.fromiter((r.correlation_id() for r in cpu), np.int64, len(cpu))
     dev = [raw[i] for i in np.flatnonzero(~is_cpu)]
 
-    def structured(r: Any, dtypes: list[str]) -> list:
-        # structured_input_shapes() adds a tensor list's shapes, but costs time that grows with the
-        # profile's length (100 us an event at 75k events): asked only of events with a tensor list
-        return r.structured_input_shapes() if "TensorList" in dtypes else r.shapes()
-
     def shapes(indices: Sequence[int]) -> list[str]:
-        return [str(structured(cpu[i], cpu[i].dtypes())) for i in indices]
+        return [str(cpu[i].structured_input_shapes()) for i in indices]
 
     def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
-        out = []
-        for i in indices:
-            r = cpu[i]
-            dtypes = r.dtypes()
-            out.append((structured(r, dtypes), dtypes, r.concrete_inputs(), r.structured_input_strides()))
-        return out
+        return [(cpu[i].structured_input_shapes(), cpu[i].dtypes(), cpu[i].concrete_inputs(),
+                 cpu[i].structured_input_strides()) for i in indices]
 
     return EventTable(names.values, name_id, thread, start, start + dur, corr, shapes, args,
                       np.fromiter((r.correlation_id() for r in dev), np.int64, len(dev)),
