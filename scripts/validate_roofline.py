@@ -211,13 +211,15 @@ Per workload and family:
   parallelize badly at small shapes) run slower than the measured peak.
 - **Ops counted with 0 FLOPs.** Elementwise, norm and softmax arithmetic counts as bytes only;
   fine on a GPU, visible on a CPU where e.g. `exp` and `erf` are compute-heavy.
-- **Bytes the profiler does not record.** `cat` over a tensor list counts 0 bytes (the KV cache
-  grown by `cat` in the LLM decode is left out); runs counted before embedding lookups were
-  counted by rows have their embedding bytes recomputed from the shapes.
+- **What a trace does not say.** Bytes come from each op's recorded inputs and its outputs
+  replayed on the meta device (docs/op-table.md). A tensor list's dtype is not recorded (taken
+  as the run's float dtype), nor are `index`'s indices, data-dependent outputs (`nonzero`) or the
+  device of `to(device)` (host-to-device copies count 0); runs counted before embedding lookups
+  were counted by rows have their embedding bytes recomputed from the shapes.
 - **GPU specifics.** Kernel fusion, tensor-core shape alignment, wave quantization, tails,
   launch gaps other than the fixed {launch_us}, clocks and power limits, and concurrency between
-  streams. Causal attention is counted at full cost, so flash kernels that skip the masked half
-  run faster than projected.
+  streams. Causal attention is counted at its unmasked (query, key) pairs, the work of a fused
+  kernel; the kernel computes its diagonal blocks in full, a little more.
 
 ## Projected operator-family breakdown at {args.paper_size} size (bfloat16, batch 1)
 

@@ -54,10 +54,12 @@ class Node:
         return (self.end_ns - self.start_ns) / 1e3
 
     @property
-    def inputs(self) -> tuple[list, list, list]:
+    def inputs(self) -> tuple[list, list, list, list]:
+        """(shapes, dtypes, argument values, strides), a tensor list's entry the list of its tensors'."""
         if self._raw is not None:
-            return self._raw.shapes(), self._raw.dtypes(), self._raw.concrete_inputs()
-        return self._args or ([], [], [])
+            r = self._raw
+            return r.structured_input_shapes(), r.dtypes(), r.concrete_inputs(), r.structured_input_strides()
+        return self._args or ([], [], [], [])
 
 
 class Trace:
@@ -96,7 +98,16 @@ def _concrete(c: Any) -> Any:
     try:
         return json.loads(c)
     except ValueError:
-        return c
+        pass
+    try:
+        return float(c)
+    except ValueError:
+        pass
+    if c.startswith("[") and c.endswith("]"):
+        items = [_concrete(t.strip()) for t in c[1:-1].split(",")] if c[1:-1].strip() else []
+        if all(isinstance(v, (int, float)) for v in items):
+            return items
+    return c
 
 
 def from_chrome_trace(path) -> Trace:
@@ -119,9 +130,10 @@ def from_chrome_trace(path) -> Trace:
             continue
         args = None
         if "Input Dims" in a:
-            types = a.get("Input type", [])
-            dims = [[] if i < len(types) and types[i] == "TensorList" else d for i, d in enumerate(a["Input Dims"])]
-            args = (dims, list(types), [_concrete(c) for c in a.get("Concrete Inputs", [])])
+            dims = list(a["Input Dims"])
+            strides = a.get("Input Strides")
+            strides = list(strides) if isinstance(strides, list) and len(strides) == len(dims) else [[] for _ in dims]
+            args = (dims, list(a.get("Input type", [])), [_concrete(c) for c in a.get("Concrete Inputs", [])], strides)
         start = _ns(e.get("ts", 0))
         nodes.append(Node(e.get("name", ""), cat, start, start + _ns(e.get("dur", 0)), (e.get("pid"), e.get("tid")),
                           int(a.get("correlation", 0) or 0), args=args))
@@ -251,6 +263,9 @@ def build_all(trace: Trace, module_types: dict[str, str], attention_kinds: dict[
     opaque = _opaque(trace)
     rows: dict[tuple, dict[str, Any]] = {}
     row_of: dict[int, tuple] = {}
+    tops = [e for e in trace.nodes if _kind(e)[0] == N.OP and not _context(e.cpu_parent, memo)["in_op"]]
+    signatures = {repr(_signature(e)): _signature(e) for e in tops}
+    counter = _Counter(counting.dominant_dtype((s[1], s[2]) for s in signatures.values()))
     for e in trace.nodes:
         kind, _ = _kind(e)
         ctx = _context(e, memo)
@@ -262,10 +277,13 @@ def build_all(trace: Trace, module_types: dict[str, str], attention_kinds: dict[
             key = _key(ctx, steps, e.start_ns, taxonomy.OVERHEAD_OP, "")
             _add(rows, key, types, attention_kinds, opaque, ctx["optim"], own / 1e9, own / 1e9, 0.0)
         elif kind == N.OP:
-            shapes, dtypes, args = e.inputs
-            key = _key(ctx, steps, e.start_ns, e.name, str(shapes or []))
+            shapes = e.inputs[0] or []
+            key = _key(ctx, steps, e.start_ns, e.name, str(shapes))
             row = _add(rows, key, types, attention_kinds, opaque, ctx["optim"], 0.0, e.cpu_time_total / 1e6,
-                       e.device_ns / 1e9, e, shapes or [], dtypes or [], args or [])
+                       e.device_ns / 1e9, e, shapes)
+            flops, nbytes = counter.count(e)  # per call: calls of one row may differ in dtypes, strides, values
+            row["flops"] += flops
+            row["bytes"] += nbytes
             row["self_time_s"] += (e.end_ns - e.start_ns - sum(c.end_ns - c.start_ns for c in e.cpu_children)) / 1e9
             row_of[id(e)] = key
     kernel_rows: dict[tuple, dict[str, Any]] = {}
@@ -359,10 +377,34 @@ def _attention_kernel(e: Node) -> str:
     return name + (f" | {device_kernels[0]}" if device_kernels else "")
 
 
+def _signature(e: Node) -> tuple:
+    return (e.name, *(x or [] for x in e.inputs))
+
+
+def _children(e: Node) -> list:
+    return [(_signature(c), lambda c=c: _children(c)) for c in e.cpu_children]
+
+
+class _Counter:
+    """FLOPs and bytes of one op event, once per (signature, fused kernel or not)."""
+
+    def __init__(self, list_dtype: str):
+        self.list_dtype, self.memo = list_dtype, {}
+
+    def count(self, e: Node) -> tuple[int, int]:
+        fused = "_attention_math" not in _attention_kernel(e) if e.name in taxonomy.FUSED_ATTENTION else None
+        sig = _signature(e)
+        key = (repr(sig), fused)
+        if key not in self.memo:
+            _, shapes, dtypes, values, strides = sig
+            self.memo[key] = counting.count(e.name, shapes, dtypes, values, strides, list_dtype=self.list_dtype,
+                                            fused_attention=fused is not False, children=lambda: _children(e))
+        return self.memo[key]
+
+
 def _add(rows: dict[tuple, dict[str, Any]], key: tuple, module_types: dict[str, str], attention_kinds: dict[str, str],
          opaque: dict[str, str], optim: bool, self_s: float, total_s: float, device_s: float, e: Node | None = None,
-         shapes: list | None = None, dtypes: list | None = None, args: list | None = None,
-         kernel: str = "") -> dict[str, Any]:
+         shapes: list | None = None, kernel: str = "") -> dict[str, Any]:
     row = rows.get(key)
     if row is None:
         repeat, phase, step, module, scope, op, shapes_str = key
@@ -370,7 +412,6 @@ def _add(rows: dict[tuple, dict[str, Any]], key: tuple, module_types: dict[str, 
         fam = kernel_names.family(op) if kernel else opaque.get(op) or taxonomy.family(op, mtype)
         if optim and fam not in ("Communication", "Overhead"):
             fam = "Optimizer"
-        flops, nbytes = counting.count(op, shapes, dtypes, args) if e is not None else (0, 0)
         dims = counting.attention_dims(op, shapes) if fam == "Attention" and e is not None else None
         row = rows[key] = {
             "repeat": repeat, "phase": phase, "step": step, "module": module, "module_type": mtype, "scope": scope,
@@ -380,12 +421,9 @@ def _add(rows: dict[tuple, dict[str, Any]], key: tuple, module_types: dict[str, 
             "flops": 0, "bytes": 0, "input_shapes": shapes_str,
             "seq_q": dims["seq_q"] if dims else 0, "seq_kv": dims["seq_kv"] if dims else 0,
             "batch_heads": dims["batch_heads"] if dims else 0, "head_dim": dims["head_dim"] if dims else 0,
-            "_flops_per_call": flops, "_bytes_per_call": nbytes,
         }
     row["calls"] += 1
     row["self_time_s"] += self_s
     row["total_time_s"] += total_s
     row["device_time_s"] += device_s
-    row["flops"] += row["_flops_per_call"]
-    row["bytes"] += row["_bytes_per_call"]
     return row

@@ -1,58 +1,197 @@
-"""FLOP and byte formulas, checked against hand-computed values."""
+"""FLOP and byte counts of single ops, from real profiler records, against hand-computed values.
 
-from genprof.profiler import counting
+Each case runs a few ops under torch.profiler (record_shapes), takes the top-level records as
+the op table does (shapes, dtypes, argument values, strides) and counts them; the expected
+numbers are written out by hand from the ops' definitions. The workload-wide cross-check
+against an independent count is tests/test_count_crosscheck.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genprof.profiler import counting, replay
+
+F32, BF16 = 4, 2
+
+
+def records(fn) -> list[tuple]:
+    """(op, shapes, dtypes, values, strides) of each top-level aten op `fn` ran."""
+    with torch.profiler.profile(record_shapes=True) as prof, torch.inference_mode():
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name().startswith("aten::")]
+    top = []
+    for e in sorted(events, key=lambda e: (e.start_ns(), -e.duration_ns())):
+        end = e.start_ns() + e.duration_ns()
+        if not top or e.start_ns() >= top[-1][1]:
+            top.append((e, end))
+    return [(e.name(), e.structured_input_shapes(), e.dtypes(), e.concrete_inputs(),
+             e.structured_input_strides()) for e, _ in top]
+
+
+def counted(fn, **kw) -> list[tuple[str, int, int, str]]:
+    """(op, FLOPs, bytes, bytes rule) of each top-level op `fn` ran."""
+    return [(op, *counting.explain(op, *rest, **kw)[0:2], counting.explain(op, *rest, **kw).bytes_rule)
+            for op, *rest in records(fn)]
+
+
+def one(fn, **kw) -> tuple[int, int]:
+    (row,) = counted(fn, **kw)
+    return row[1], row[2]
+
+
+def table(fn):
+    """The op table's rows of what `fn` ran (ops that could not be replayed count their children)."""
+    from genprof.profiler import events, optable
+
+    with torch.profiler.profile(record_shapes=True) as prof, torch.inference_mode():
+        fn()
+    ops, _ = optable.build(events.from_profile(prof), {}, {})
+    return ops
+
+
+x4 = torch.randn(2, 320, 16, 16)
+
+
+def test_group_norm_writes_its_input_shape_not_a_broadcast_with_its_weight():
+    w = torch.randn(320)
+    flops, nbytes = one(lambda: F.group_norm(x4, 32, w, w))
+    assert (flops, nbytes) == (0, F32 * (2 * x4.numel() + 2 * 320))
 
 
 def test_linear_flops_are_2mnk():
-    flops, nbytes = counting.count("aten::linear", [[3, 5, 16], [32, 16], [32]], ["float"] * 3, [])
-    assert flops == 2 * 15 * 32 * 16
-    assert nbytes == 4 * (3 * 5 * 16 + 32 * 16 + 32 + 15 * 32)
+    x, w, b = torch.randn(3, 5, 16), torch.randn(32, 16), torch.randn(32)
+    assert one(lambda: F.linear(x, w, b)) == (2 * 15 * 32 * 16, F32 * (3 * 5 * 16 + 32 * 16 + 32 + 15 * 32))
 
 
 def test_matmul_broadcasts_batch_dims():
-    flops, _ = counting.count("aten::matmul", [[2, 4, 64, 16], [2, 4, 16, 32]], ["float"] * 2, [])
-    assert flops == 2 * 8 * 64 * 32 * 16
+    a, b = torch.randn(2, 4, 64, 16), torch.randn(4, 16, 32)
+    assert one(lambda: a @ b) == (2 * 8 * 64 * 32 * 16, F32 * (a.numel() + b.numel() + 8 * 64 * 32))
 
 
 def test_conv2d_uses_stride_and_padding():
-    # input 2x4x16x16, weight 8x4x3x3, stride 2, padding 1 -> output 2x8x8x8
-    flops, nbytes = counting.count("aten::conv2d", [[2, 4, 16, 16], [8, 4, 3, 3], [8], [], [], [], []],
-                                   ["float"] * 3, [None, None, None, [2, 2], [1, 1], [1, 1], 1])
-    assert flops == 2 * 2 * 8 * 8 * 8 * 4 * 9
-    assert nbytes == 4 * (2 * 4 * 16 * 16 + 8 * 4 * 9 + 8 + 2 * 8 * 8 * 8)
+    x, w, b = torch.randn(2, 4, 16, 16), torch.randn(8, 4, 3, 3), torch.randn(8)
+    out = 2 * 8 * 8 * 8  # stride 2, padding 1
+    assert one(lambda: F.conv2d(x, w, b, stride=2, padding=1)) == (2 * out * 4 * 9, F32 * (x.numel() + w.numel() + 8 + out))
 
 
-def test_conv2d_same_padding_and_groups():
-    flops, _ = counting.count("aten::conv2d", [[1, 8, 10, 10], [8, 2, 3, 3], [], [], [], [], []],
-                              ["float"] * 2, [None, None, None, [1, 1], "same", [1, 1], 4])
-    assert flops == 2 * 1 * 8 * 100 * 2 * 9
+def test_conv2d_with_same_padding_counts_the_convolution_it_ran():
+    """padding="same" is a string, which the profiler does not record: counted from the ops it called."""
+    x, w = torch.randn(1, 8, 10, 10), torch.randn(8, 2, 3, 3)
+    assert counted(lambda: F.conv2d(x, w, padding="same", groups=4))[0][3].startswith("recorded inputs only")
+    (row,) = table(lambda: F.conv2d(x, w, padding="same", groups=4)).itertuples()
+    assert row.flops == 2 * 8 * 100 * 2 * 9
+    assert row.bytes == F32 * (x.numel() + w.numel() + 8 * 100)
 
 
 def test_transposed_conv_counts_input_positions():
-    flops, _ = counting.count("aten::conv_transpose2d", [[1, 4, 8, 8], [4, 6, 2, 2], [6]],
-                              ["float"] * 3, [None, None, None, [2, 2], [0, 0], [0, 0], 1, [1, 1]])
-    assert flops == 2 * 1 * 64 * 4 * 6 * 4
+    x, w, b = torch.randn(1, 4, 8, 8), torch.randn(4, 6, 2, 2), torch.randn(6)
+    out = 6 * 16 * 16
+    assert one(lambda: F.conv_transpose2d(x, w, b, stride=2)) == (2 * 64 * 4 * 6 * 4, F32 * (256 + 96 + 6 + out))
 
 
 def test_sdpa_is_4bhlqlkd_and_seq_lengths():
-    shapes = [[2, 8, 100, 64], [2, 8, 77, 64], [2, 8, 77, 64]]
-    flops, _ = counting.count("aten::_scaled_dot_product_flash_attention_for_cpu", shapes, ["float"] * 3, [])
-    assert flops == 4 * 2 * 8 * 100 * 77 * 64
-    assert counting.attention_dims("aten::scaled_dot_product_attention", shapes) == {
+    q, kv = torch.randn(2, 8, 100, 64), torch.randn(2, 8, 77, 64)
+    assert one(lambda: F.scaled_dot_product_attention(q, kv, kv))[0] == 4 * 2 * 8 * 100 * 77 * 64
+    assert counting.attention_dims("aten::scaled_dot_product_attention", [[2, 8, 100, 64], [2, 8, 77, 64]]) == {
         "seq_q": 100, "seq_kv": 77, "batch_heads": 16, "head_dim": 64}
+
+
+def test_causal_sdpa_counts_the_unmasked_pairs_on_a_fused_kernel_and_all_on_the_math_path():
+    q = torch.randn(1, 2, 64, 16)
+    full = 4 * 2 * 64 * 64 * 16
+    assert one(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True))[0] == full * 65 // 128
+    assert one(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True), fused_attention=False)[0] == full
+    assert counting.causal_pairs(3, 5) == 1 + 2 + 3 and counting.causal_pairs(3, 5, offset=2) == 3 + 4 + 5
 
 
 def test_flash_attn_package_layout_is_blhd():
     shapes = [[2, 100, 8, 64], [2, 77, 8, 64], [2, 77, 8, 64]]
-    flops, _ = counting.count("flash_attn::_flash_attn_forward", shapes, ["c10::Half"] * 3, [])
+    flops, nbytes = counting.count("flash_attn::_flash_attn_forward", shapes, ["c10::Half"] * 3, [])
     assert flops == 4 * 2 * 8 * 100 * 77 * 64
+    assert nbytes == 2 * (2 * 100 * 8 * 64 * 2 + 2 * 2 * 77 * 8 * 64)
 
 
-def test_views_move_no_bytes():
-    assert counting.count("aten::view", [[4, 4], []], ["float"], [None, [16]]) == (0, 0)
+def test_views_and_aliases_move_no_bytes():
+    y = torch.randn(4, 4)
+    for fn in (lambda: y.view(16), lambda: y.t(), lambda: y.reshape(16), lambda: y.contiguous(),
+               lambda: y.to(torch.float32), lambda: F.dropout(y, 0.1, training=False), lambda: y.expand(2, 4, 4)):
+        assert all(b == 0 for _, _, b, _ in counted(fn))
 
 
-def test_elementwise_bytes_read_inputs_and_write_broadcast_output():
-    flops, nbytes = counting.count("aten::add", [[4, 1], [1, 8]], ["float", "float"], [])
-    assert flops == 0
-    assert nbytes == 4 * (4 + 8 + 32)
+def test_copies_count_read_and_write_at_each_dtype():
+    y = torch.randn(8, 16).t()
+    assert one(lambda: y.reshape(128)) == (0, 2 * F32 * 128)  # not viewable: a copy
+    assert one(lambda: y.contiguous()) == (0, 2 * F32 * 128)
+    assert one(lambda: y.to(torch.bfloat16)) == (0, (F32 + BF16) * 128)
+
+
+@pytest.mark.parametrize("fn,in_elems,out_elems", [
+    (lambda: torch.cat([x4, x4], dim=1), 2 * x4.numel(), 2 * x4.numel()),
+    (lambda: torch.stack([x4, x4]), 2 * x4.numel(), 2 * x4.numel()),
+    (lambda: F.interpolate(x4, scale_factor=2.0, mode="nearest"), x4.numel(), 4 * x4.numel()),
+    (lambda: F.avg_pool2d(x4, 2), x4.numel(), x4.numel() // 4),
+    (lambda: x4.sum(dim=(2, 3)), x4.numel(), 2 * 320),
+    (lambda: F.pad(x4, (1, 1, 1, 1)), x4.numel(), 2 * 320 * 18 * 18),
+    (lambda: x4.repeat(1, 2, 1, 1), x4.numel(), 2 * x4.numel()),
+])
+def test_output_shape_comes_from_the_op(fn, in_elems, out_elems):
+    assert one(fn) == (0, F32 * (in_elems + out_elems))
+
+
+def test_in_place_ops_read_and_write_self_and_fills_write_only():
+    y, z = torch.randn(32), torch.ones(32)
+    assert one(lambda: y.add_(z)) == (0, F32 * 3 * 32)
+    assert one(lambda: y.zero_()) == (0, F32 * 32)
+    assert one(lambda: torch.zeros_like(y)) == (0, F32 * 32)
+    assert one(lambda: torch.empty_like(y)) == (0, 0)
+
+
+def test_python_numbers_are_passed_as_numbers():
+    """x * 0.5 is recorded with a 0-dim double tensor: its output is float, and the 8 bytes count as read."""
+    y = torch.randn(16)
+    assert one(lambda: y * 0.5) == (0, F32 * 32 + 8)
+    assert replay.replay("aten::mul", [[16], []], ["float", "double"], [None, None]).outputs[0][0].dtype == "float"
+
+
+def test_embedding_reads_the_rows_it_gathers():
+    table, idx = torch.randn(1000, 64), torch.randint(0, 1000, (2, 8))
+    assert one(lambda: F.embedding(idx, table)) == (0, 8 * 16 + 2 * F32 * 16 * 64)
+
+
+def test_einsum_counts_the_ops_it_called():
+    """The equation is a string, not recorded: the op table counts the ops einsum called (its bmm)."""
+    a, b = torch.randn(4, 16, 32), torch.randn(4, 32, 8)
+    (row,) = table(lambda: torch.einsum("bij,bjk->bik", a, b)).itertuples()
+    assert row.flops == 2 * 4 * 16 * 8 * 32
+    assert row.bytes == F32 * (a.numel() + b.numel() + 4 * 16 * 8)
+
+
+def test_unreplayable_ops_count_their_recorded_inputs():
+    y = torch.tensor([True, False, True])
+    assert counted(lambda: y.nonzero())[0][1:] == (0, 3, "recorded inputs only (output unknown)")
+
+
+def test_a_chrome_trace_counts_as_the_live_profile(tmp_path):
+    """The file path records the same calls as text ('0.', 'inf', '[2., 2.]', nested tensor-list
+    dims): its op table must count what the live profile counts."""
+    from genprof.profiler import events, optable
+
+    y = torch.randn(2, 8, 6, 6)
+    with torch.profiler.profile(record_shapes=True) as prof, torch.inference_mode():
+        F.interpolate(y, scale_factor=2.0, mode="nearest")
+        F.pad(y, (1, 1, 1, 1), value=0.5)
+        torch.full_like(y, float("inf"))
+        torch.cat([y, y.to(torch.bfloat16).float()], dim=1)
+        y.clamp(max=float("inf"))
+    live, _ = optable.build(events.from_profile(prof), {}, {})
+    prof.export_chrome_trace(str(tmp_path / "t.json"))
+    from_file, _ = optable.build(events.from_chrome_trace(tmp_path / "t.json"), {}, {})
+    key = ["op", "input_shapes"]
+    a, b = (t.sort_values(key)[key + ["calls", "flops", "bytes"]].reset_index(drop=True) for t in (live, from_file))
+    assert a.equals(b)
+    assert (a.loc[a["op"] == "aten::cat", "bytes"] == F32 * 4 * y.numel()).all()
+    assert events._concrete("0.") == 0.0 and events._concrete("[2., 2.]") == [2.0, 2.0]
+    assert events._concrete("inf") == float("inf") and events._concrete("") is None

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 import genprof
+from test_count_crosscheck import assert_phases_agree, assert_sites_agree, counted
 
 
 @pytest.fixture(scope="module")
-def sd_paper(tmp_path_factory):
-    res = genprof.run("stable-diffusion", size="paper", device="meta", steps=1, out=tmp_path_factory.mktemp("m"))
-    assert res.ok, res.meta.get("traceback")
-    return res
+def sd_paper():
+    built, ops, sites, phases = counted("stable-diffusion", "paper", "meta", "bfloat16")
+    return SimpleNamespace(ops=ops, meta={"info": built.info}, sites=sites, phases=phases)
+
+
+@pytest.fixture(scope="module")
+def mav_paper():
+    built, ops, sites, phases = counted("make-a-video", "paper", "meta", "bfloat16")
+    return SimpleNamespace(ops=ops, meta={"info": built.info}, sites=sites, phases=phases)
+
+
+@pytest.mark.parametrize("which", ["sd_paper", "mav_paper"])
+def test_paper_size_counts_agree_with_the_independent_count(which, request):
+    """One paper-size traced pass on the meta device (1 denoising step), against the recorder and
+    the FLOP counter (tests/independent_count.py): per phase within 2%, per call site exact."""
+    run = request.getfixturevalue(which)
+    assert run.phases["flops"].sum() > 1e12
+    assert_phases_agree(run.phases)
+    assert_sites_agree(run.ops, run.sites)
 
 
 def test_stable_diffusion_self_attention_sequence_changes_4x_per_unet_level(sd_paper):

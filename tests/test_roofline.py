@@ -146,6 +146,8 @@ def test_cli_paper_quick_writes_the_headline_table_and_report(tmp_path, capsys, 
     text = doc.read_text()
     assert "Convolution share of diffusion-TTI time" in text and "needs a GPU" in text
     assert "LLM prefill compute-bound" in text
+    norm = text[text.index("## Normalization in the projected diffusion time"):text.index("## How the counts are made")]
+    assert "| stable-diffusion | `aten::group_norm` |" in norm and "What changed" in text
     html = (out / "paper.html").read_text()
     assert 'id="table-headline"' in html and 'id="fig-roofline"' in html
     assert "Host-bound or device-bound" in text and "| llm | decode |" in text and 'id="table-host-verdicts"' in html

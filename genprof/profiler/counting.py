@@ -1,43 +1,67 @@
-"""FLOPs, bytes and attention sequence lengths of one op, from its recorded shapes.
+"""FLOPs, bytes and attention sequence lengths of one op, from its recorded inputs.
 
-The profiler records, for each op, its input shapes, dtypes and the values of
-its scalar and list arguments (stride, padding, ...). From these this module
-computes, per top-level op:
-- FLOPs of the compute ops only (matmuls, convolutions, attention): 2·M·N·K for
-  a matmul, 2·N·Cout·prod(out)·(Cin/groups)·prod(kernel) for a convolution,
-  and 4·B·H·Lq·Lk·D for attention, fused or not (torch's FlopCounterMode counts
-  0 for the CPU flash kernel, so we never rely on it). Elementwise, norm and
-  memory ops count 0 FLOPs (as FlopCounterMode does): they are bandwidth-bound,
-  their cost is in `bytes`.
-- bytes read + written: the sum of input tensor sizes plus the output size; the
-  output shape is derived for the ops above, taken as the broadcast of the
-  inputs for elementwise ops, and views move no data (0 bytes). An embedding
-  lookup reads only the rows it gathers (indices + gathered rows + output), not
-  its whole table.
+The profiler records, for each op, its input shapes, strides, dtypes and the
+values of its scalar and list arguments (stride, padding, ...), never its
+outputs. The outputs come from the op itself: `replay.py` runs the recorded
+call once on the meta device (cached per signature). From inputs and outputs,
+per top-level op:
+
+- bytes = inputs read + outputs written, each at its own element size:
+  * a view or alias (`view`, `transpose`, `expand`, `contiguous` of a
+    contiguous tensor, `to` of the same dtype, eval `dropout`, ...) writes
+    nothing and counts 0; so do an allocation (`empty*`) and an in-place
+    change of metadata (`detach_`, `resize_`, `squeeze_`, ...);
+  * an in-place op reads and writes its `self`; an `out=` argument is written,
+    not read; the fill and random ops (`fill_`, `zero_`, `normal_`, `copy_`'s
+    destination) write `self` without reading it; `*_like` factories read
+    nothing of their input;
+  * an embedding reads the rows it gathers, not its whole table.
+- FLOPs of the compute ops only: 2·(output elements)·K for the matmul family
+  (K the contracted size), 2·(output elements)·(C_in/groups)·prod(kernel)
+  for a convolution (transposed: over input elements), 2·B·H·P·(D + D_v) for
+  attention where P is the number of (query, key) pairs computed: L_q·L_k, or
+  for a causal mask only the unmasked pairs when a fused kernel ran (it skips
+  the masked blocks; SDPA's math path computes them all). Elementwise, norm
+  and memory ops count 0 FLOPs (as torch's FlopCounterMode): their cost is in
+  bytes.
 - seq_q / seq_kv / batch_heads / head_dim for attention ops.
+
+Where a replay is impossible (docs/op-table.md lists the rules): an op that
+called other ops counts as those ops (`children`: `einsum`, whose equation is
+not recorded, is its permutes and `bmm`); a non-ATen attention op (the
+flash-attn package) uses the attention formula and writes a query-shaped
+output; anything else counts its recorded inputs, read (its output is unknown).
 It does not time anything and knows nothing about modules.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections import Counter
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+from genprof.profiler import replay as rp
 
 Shape = Sequence[int]
+Signature = tuple  # (op, shapes, dtypes, args, strides)
 
-DTYPE_BYTES = {
-    "float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2, "long int": 8, "long": 8,
-    "int": 4, "short int": 2, "signed char": 1, "unsigned char": 1, "bool": 1,
-    "c10::Float8_e4m3fn": 1, "c10::Float8_e5m2": 1, "c10::complex<float>": 8,
+DTYPE_BYTES = {name: dt.itemsize for name, dt in rp.DTYPES.items()}
+ALLOCATION = frozenset({"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty",
+                        "aten::new_empty_strided", "aten::empty_permuted"})
+METADATA_IN_PLACE = frozenset({"aten::detach_", "aten::resize_", "aten::resize_as_", "aten::as_strided_",
+                               "aten::set_", "aten::squeeze_", "aten::unsqueeze_", "aten::t_", "aten::transpose_",
+                               "aten::swapdims_", "aten::swapaxes_", "aten::requires_grad_"})
+WRITE_ONLY_SELF = frozenset({"aten::fill_", "aten::zero_", "aten::copy_", "aten::normal_", "aten::uniform_",
+                             "aten::random_", "aten::bernoulli_", "aten::exponential_", "aten::geometric_",
+                             "aten::cauchy_", "aten::log_normal_"})
+METADATA_INPUTS = frozenset({"aten::zeros_like", "aten::ones_like", "aten::full_like", "aten::rand_like",
+                             "aten::randn_like", "aten::randint_like", "aten::new_zeros", "aten::new_ones",
+                             "aten::new_full", "aten::new_tensor"})
+GATHER_ROWS = frozenset({"aten::embedding"})
+MATMUL_K = {  # op -> (index of the first matrix operand); K is its last dimension
+    "aten::linear": 0, "aten::mm": 0, "aten::bmm": 0, "aten::matmul": 0, "aten::mv": 0, "aten::dot": 0,
+    "aten::addmm": 1, "aten::baddbmm": 1, "aten::_addmm_activation": 1, "aten::addmv": 1,
 }
-VIEW_OPS = frozenset({
-    "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::_reshape_alias", "aten::permute",
-    "aten::transpose", "aten::t", "aten::expand", "aten::expand_as", "aten::as_strided",
-    "aten::squeeze", "aten::unsqueeze", "aten::flatten", "aten::unflatten", "aten::slice",
-    "aten::select", "aten::narrow", "aten::split", "aten::chunk", "aten::unbind", "aten::detach",
-    "aten::alias", "aten::view_as", "aten::diagonal", "aten::empty", "aten::empty_like",
-    "aten::empty_strided", "aten::lift_fresh", "aten::split_with_sizes", "aten::movedim",
-})
 SDPA_LIKE = ("attention", "flash_attn", "FlashAttn")
 
 
@@ -45,75 +69,8 @@ def _numel(shape: Shape) -> int:
     return math.prod(shape) if shape else 1
 
 
-def _tensor_shapes(shapes: Sequence[Shape]) -> list[Shape]:
-    return [s for s in shapes if s]
-
-
-def _broadcast(shapes: Sequence[Shape]) -> list[int]:
-    shapes = _tensor_shapes(shapes)
-    if not shapes:
-        return []
-    rank = max(len(s) for s in shapes)
-    out = [1] * rank
-    for s in shapes:
-        for i, d in enumerate(s, start=rank - len(s)):
-            out[i] = max(out[i], d)
-    return out
-
-
-def _matmul_dims(a: Shape, b: Shape) -> tuple[int, list[int]]:
-    """FLOPs and output shape of torch.matmul(a, b) with broadcasting."""
-    a, b = list(a), list(b)
-    if len(a) == 1:
-        a = [1] + a
-    if len(b) == 1:
-        b = b + [1]
-    m, k, n = a[-2], a[-1], b[-1]
-    batch = _broadcast([a[:-2] or [1], b[:-2] or [1]])
-    return 2 * _numel(batch) * m * n * k, batch + [m, n]
-
-
-def _conv(shapes: Sequence[Shape], args: Sequence[Any], op: str) -> tuple[int, list[int]]:
-    x, w = shapes[0], shapes[1]
-    nsp = len(x) - 2
-    transposed = "transpose" in op
-
-    def arg(i: int, default: Any) -> Any:
-        v = args[i] if i < len(args) else None
-        return default if v is None or v == "" else v
-
-    def expand(v: Any) -> list[int]:
-        return [int(v)] * nsp if isinstance(v, (int, float)) else [int(t) for t in v] * (nsp if len(v) == 1 else 1)
-
-    stride = expand(arg(3, 1))
-    if op in ("aten::convolution", "aten::_convolution"):
-        padding, dilation = arg(4, 0), expand(arg(5, 1))
-        transposed = bool(arg(6, False))
-        out_pad, groups = expand(arg(7, 0)), int(arg(8, 1))
-    elif transposed:  # conv_transpose{1,2,3}d(input, weight, bias, stride, padding, output_padding, groups, dilation)
-        padding, out_pad, groups, dilation = arg(4, 0), expand(arg(5, 0)), int(arg(6, 1)), expand(arg(7, 1))
-    else:  # conv{1,2,3}d(input, weight, bias, stride, padding, dilation, groups)
-        padding, dilation, groups, out_pad = arg(4, 0), expand(arg(5, 1)), int(arg(6, 1)), [0] * nsp
-    ksize = list(w[2:])
-    if isinstance(padding, str):
-        pads = [0] * nsp if padding == "valid" else [None] * nsp
-    else:
-        pads = expand(padding)
-    out_sp = []
-    for i in range(nsp):
-        if transposed:
-            out_sp.append((x[2 + i] - 1) * stride[i] - 2 * pads[i] + dilation[i] * (ksize[i] - 1) + out_pad[i] + 1)
-        elif pads[i] is None:  # padding="same"
-            out_sp.append(x[2 + i])
-        else:
-            out_sp.append((x[2 + i] + 2 * pads[i] - dilation[i] * (ksize[i] - 1) - 1) // stride[i] + 1)
-    if transposed:
-        cout = w[1] * groups
-        flops = 2 * x[0] * _numel(x[2:]) * x[1] * w[1] * _numel(ksize)
-    else:
-        cout = w[0]
-        flops = 2 * x[0] * cout * _numel(out_sp) * w[1] * _numel(ksize)
-    return flops, [x[0], cout] + out_sp
+def _tensor_shapes(shapes: Sequence[Any]) -> list[list[int]]:
+    return [list(s) for s in shapes if s and all(isinstance(d, int) for d in s)]
 
 
 def attention_dims(op: str, shapes: Sequence[Shape]) -> dict[str, int] | None:
@@ -146,51 +103,140 @@ def attention_dims(op: str, shapes: Sequence[Shape]) -> dict[str, int] | None:
     return None
 
 
-def count(op: str, shapes: Sequence[Shape], dtypes: Sequence[str], args: Sequence[Any]) -> tuple[int, int]:
-    """(FLOPs, bytes read + written) of one call of `op`."""
-    shapes = [list(s) if isinstance(s, (list, tuple)) else [] for s in shapes]
-    sizes = [DTYPE_BYTES.get(d, 4) for d in dtypes] + [4] * (len(shapes) - len(dtypes))
-    in_bytes = sum(_numel(s) * b for s, b in zip(shapes, sizes) if s)
-    elem = next((b for s, b in zip(shapes, sizes) if s), 4)
-    flops, out = 0, None
-    try:
-        flops, out = _flops_and_out(op, shapes, args)
-    except (IndexError, TypeError, ValueError, ZeroDivisionError):
-        flops, out = 0, None
-    if op in VIEW_OPS:
-        return 0, 0
-    if op == "aten::embedding" and len(shapes) >= 2 and shapes[0] and shapes[1]:
-        gathered = _numel(shapes[1]) * shapes[0][-1] * sizes[0]  # rows read, then written as the output
-        return 0, int(_numel(shapes[1]) * sizes[1] + 2 * gathered)
-    if out is None:
-        out = _broadcast(shapes)
-    return int(flops), int(in_bytes + _numel(out) * elem if out else in_bytes)
+def causal_pairs(lq: int, lk: int, offset: int = 0) -> int:
+    """(query, key) pairs a causal mask keeps: query i sees keys j <= i + offset (offset 0: torch's
+    `is_causal`, aligned top-left; offset lk - lq: aligned bottom-right, as flash-attn's `causal`)."""
+    # sum over queries i in [0, lq) of clamp(i + offset + 1, 0, lk): zero up to i0, a ramp up to i1, then lk
+    i0 = min(max(0, -offset), lq)
+    i1 = min(max(lk - offset - 1, i0), lq)
+    ramp = (i1 - i0) * ((i0 + offset + 1) + (i1 + offset)) // 2
+    return ramp + (lq - i1) * lk
 
 
-def _flops_and_out(op: str, shapes: list[Shape], args: Sequence[Any]) -> tuple[int, list[int] | None]:
+def _attention_flops(op: str, shapes: Sequence[Any], values: dict[str, Any], fused: bool) -> tuple[int, str]:
     t = _tensor_shapes(shapes)
-    if op == "aten::linear":
-        x, w = shapes[0], shapes[1]
-        return 2 * _numel(x[:-1]) * w[0] * w[1], list(x[:-1]) + [w[0]]
-    if op in ("aten::addmm", "aten::_addmm_activation"):
-        a, b = shapes[1], shapes[2]
-        return 2 * a[0] * a[1] * b[1], [a[0], b[1]]
-    if op == "aten::mm":
-        a, b = shapes[0], shapes[1]
-        return 2 * a[0] * a[1] * b[1], [a[0], b[1]]
-    if op in ("aten::bmm", "aten::matmul"):
-        return _matmul_dims(shapes[0], shapes[1])
-    if op == "aten::baddbmm":
-        return _matmul_dims(shapes[1], shapes[2])
-    if "conv" in op and len(t) >= 2 and len(shapes[0]) >= 3:
-        return _conv(shapes, args, op)
-    dims = attention_dims(op, shapes) if any(s in op for s in SDPA_LIKE) else None
-    if dims:
-        q, v = t[0], t[2] if len(t) > 2 else t[1]
-        dv = v[-1]
-        b_h, lq, lk, d = dims["batch_heads"], dims["seq_q"], dims["seq_kv"], dims["head_dim"]
-        out = (list(q[:-1]) + [dv]) if not op.startswith(("flash_attn", "FlashAttn")) else list(q)
-        return 2 * b_h * lq * lk * d + 2 * b_h * lq * lk * dv, out
-    if op in ("aten::cat", "aten::concat", "aten::concatenate") and t:
-        return 0, [sum(_numel(s) for s in t)]
-    return 0, None
+    dims = attention_dims(op, shapes)
+    if not dims or len(t) < 3:
+        return 0, "0"
+    b_h, lq, lk, d, dv = dims["batch_heads"], dims["seq_q"], dims["seq_kv"], dims["head_dim"], t[2][-1]
+    pairs, rule = lq * lk, "attention: 2·B·H·Lq·Lk·(D+Dv)"
+    if fused and (values.get("is_causal") or values.get("custom_mask_type") == 1):
+        pairs, rule = causal_pairs(lq, lk), "attention, causal: 2·B·H·(unmasked pairs)·(D+Dv)"
+    elif fused and (values.get("causal") or values.get("custom_mask_type") == 2):
+        pairs, rule = causal_pairs(lq, lk, lk - lq), "attention, causal: 2·B·H·(unmasked pairs)·(D+Dv)"
+    return 2 * b_h * pairs * (d + dv), rule
+
+
+def _flops(op: str, shapes: Sequence[Any], r: rp.Replay | None, fused: bool) -> tuple[int, str]:
+    """FLOPs of one call and the name of the formula."""
+    if any(s in op for s in SDPA_LIKE):
+        return _attention_flops(op, shapes, r.values if r else {}, fused)
+    if r is None or not r.outputs:
+        return 0, "0"
+    out = r.outputs[0][0]
+    ins = [x for _, x, _ in r.inputs]
+    if op in MATMUL_K:
+        a = ins[MATMUL_K[op]].shape
+        return 2 * _numel(out.shape) * (a[-1] if a else 1), "matmul: 2·(output elements)·K"
+    if op == "aten::addbmm":  # sums the batch of products into one matrix
+        b1 = ins[1].shape
+        return 2 * _numel(out.shape) * b1[0] * b1[-1], "matmul: 2·(output elements)·batch·K"
+    if "conv" in op and len(ins) >= 2 and len(ins[1].shape) >= 3:
+        x, w = ins[0].shape, ins[1].shape
+        if "transpose" in op or bool(r.values.get("transposed")):
+            return 2 * _numel(x) * _numel(w[1:]), "transposed convolution: 2·(input elements)·(C_out/groups)·prod(kernel)"
+        return 2 * _numel(out.shape) * _numel(w[1:]), "convolution: 2·(output elements)·(C_in/groups)·prod(kernel)"
+    return 0, "0"
+
+
+def _bytes(op: str, r: rp.Replay) -> tuple[int, str]:
+    """Bytes read + written by one replayed call, and the name of the rule."""
+    written = [t for t, w in r.outputs if w]
+    if op in ALLOCATION:
+        return 0, "0: allocation"
+    if op in METADATA_IN_PLACE:
+        return 0, "0: changes metadata in place"
+    if r.outputs and not written:
+        return 0, "0: view or alias of an input"
+    rule = "inputs + outputs"
+    read = 0
+    for name, t, role in r.inputs:
+        if role == "out":
+            rule = "inputs + outputs (`out=` written, not read)"
+        elif op in METADATA_INPUTS:
+            rule = "output only (the input gives its shape)"
+        elif role == "inplace" and op in WRITE_ONLY_SELF:
+            rule = "inputs + `self` written, not read"
+        else:
+            read += t.nbytes
+            if role == "inplace":
+                rule = "inputs + `self` written in place"
+    if op in GATHER_ROWS:  # embedding(weight, indices): reads the gathered rows, not the table
+        read = sum(t.nbytes for name, t, _ in r.inputs if name != "weight") + sum(t.nbytes for t in written)
+        rule = "indices + gathered rows + output"
+    if not r.outputs:
+        rule = "inputs (returns no tensor)"
+    return read + sum(t.nbytes for t in written), rule
+
+
+def _input_bytes(shapes: Sequence[Any], dtypes: Sequence[str]) -> int:
+    return sum(_numel(s) * DTYPE_BYTES.get(d, 4) for s, d in zip(shapes, dtypes)
+               if d in DTYPE_BYTES and isinstance(s, (list, tuple)))
+
+
+class Counted(NamedTuple):
+    """One call's count and the rules that made it (docs/op-table.md lists them per op kind)."""
+
+    flops: int
+    bytes: int
+    flops_rule: str
+    bytes_rule: str
+
+
+def count(op: str, shapes: Sequence[Any], dtypes: Sequence[str], args: Sequence[Any],
+          strides: Sequence[Any] | None = None, *, list_dtype: str = "float", fused_attention: bool = True,
+          children: Callable[[], Iterable[tuple[Signature, Callable]]] | None = None) -> tuple[int, int]:
+    """(FLOPs, bytes read + written) of one call of `op`.
+
+    `list_dtype`: the dtype name assumed for the elements of a tensor list (not recorded);
+    `fused_attention`: False when an attention op ran SDPA's math path (a causal mask then saves
+    nothing); `children`: the ops this call made, as (signature, their own children), counted in
+    its place when the record cannot be replayed."""
+    c = explain(op, shapes, dtypes, args, strides, list_dtype=list_dtype, fused_attention=fused_attention,
+                children=children)
+    return c.flops, c.bytes
+
+
+def explain(op: str, shapes: Sequence[Any], dtypes: Sequence[str], args: Sequence[Any],
+            strides: Sequence[Any] | None = None, *, list_dtype: str = "float", fused_attention: bool = True,
+            children: Callable[[], Iterable[tuple[Signature, Callable]]] | None = None) -> Counted:
+    """`count` with the names of the rules that counted the call."""
+    shapes = [s if isinstance(s, (list, tuple)) else [] for s in shapes]
+    r = rp.replay(op, shapes, dtypes, args, strides, list_dtype)
+    if r is not None:
+        flops, flops_rule = _flops(op, shapes, r, fused_attention)
+        nbytes, bytes_rule = _bytes(op, r)
+        return Counted(flops, nbytes, flops_rule, bytes_rule)
+    flops, flops_rule = _flops(op, shapes, None, fused_attention)
+    if children is not None and not flops:
+        nbytes = 0
+        for (c_op, c_shapes, c_dtypes, c_args, c_strides), grandchildren in children():
+            f, b = count(c_op, c_shapes, c_dtypes, c_args, c_strides, list_dtype=list_dtype, children=grandchildren)
+            flops, nbytes = flops + f, nbytes + b
+        if flops or nbytes:
+            return Counted(flops, nbytes, "the ops it called", "the ops it called")
+    if flops:  # an attention op outside ATen (flash-attn package): output = the query's shape
+        t = _tensor_shapes(shapes)
+        elem = DTYPE_BYTES.get(dtypes[0], 2) if dtypes else 2
+        return Counted(flops, _input_bytes(shapes, dtypes) + _numel(t[0]) * elem, flops_rule,
+                       "inputs + a query-shaped output")
+    return Counted(0, _input_bytes(shapes, dtypes), "0", "recorded inputs only (output unknown)")
+
+
+def dominant_dtype(signatures: Iterable[tuple[Sequence[Any], Sequence[str]]]) -> str:
+    """The floating dtype most tensor inputs have (by count), "float" if none: the dtype assumed
+    for the elements of tensor lists, which the profiler does not record."""
+    seen: Counter[str] = Counter()
+    for _, dtypes in signatures:
+        seen.update(d for d in dtypes if d in rp.DTYPES and rp.DTYPES[d].is_floating_point)
+    return seen.most_common(1)[0][0] if seen else "float"

@@ -7,8 +7,9 @@ numpy columns instead:
 
 - `from_profile(prof)`: the raw kineto results of a finished profile: name,
   start, end, thread and correlation id of every CPU event (a few pybind calls
-  each), the category of each distinct name; shapes, dtypes and argument
-  values are read later, only for the events that become op-table rows.
+  each), the category of each distinct name; shapes, strides, dtypes and
+  argument values are read later, only for the events that become op-table
+  rows (a tensor list's shapes included).
 - `from_chrome_trace(path)`: a Chrome/Kineto trace file (`.json` or
   `.json.gz`, as `export_chrome_trace` or any Kineto producer writes it),
   parsed as a stream (`genprof.profiler.tracefile`).
@@ -39,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-ArgsFn = Callable[[Sequence[int]], list[tuple[list, list, list]]]
+ArgsFn = Callable[[Sequence[int]], list[tuple[list, list, list, list]]]
 ShapesFn = Callable[[Sequence[int]], list[str]]
 # Device-event categories (Kineto's current and older spellings) and their kind code.
 DEVICE_KINDS = {"kernel": 0, "Kernel": 0, "gpu_memcpy": 1, "Memcpy": 1, "gpu_memset": 2, "Memset": 2}
@@ -65,12 +66,14 @@ class EventTable:
     ns; `thread` a code per (process, thread); `corr` the correlation id (0: none).
     `shapes(indices)` gives the input shapes of the named events as the op table writes
     them (`str(list)`), `args(indices)` their (input shapes, input dtypes, concrete
-    inputs), both in the live profiler's form. Device events: `kernel_corr`, `kernel_ns`
-    (duration), `kernel_start`, `kernel_kind` (0 kernel, 1 memcpy, 2 memset),
-    `kernel_device`, `kernel_stream`, `kernel_name_id` into `kernel_names`. `meta`: the
-    trace file's top-level keys other than its events (deviceProperties, distributedInfo, ...).
-    `sig`: per event, an id of its (shapes, dtypes, argument values) when the source gives
-    one cheaply (trace files; -1: none), else None.
+    inputs, input strides), both in the live profiler's structured form: a tensor
+    list's entry is the list of its tensors' shapes (strides). Device events:
+    `kernel_corr`, `kernel_ns` (duration), `kernel_start`, `kernel_kind` (0 kernel,
+    1 memcpy, 2 memset), `kernel_device`, `kernel_stream`, `kernel_name_id` into
+    `kernel_names`. `meta`: the trace file's top-level keys other than its events
+    (deviceProperties, distributedInfo, ...). `sig`: per event, an id of its (shapes,
+    dtypes, argument values) when the source gives one cheaply (trace files; -1: none),
+    else None.
     """
 
     names: list[str]
@@ -152,10 +155,11 @@ def from_profile(prof: Any) -> EventTable:
     knames = _Interner()
 
     def shapes(indices: Sequence[int]) -> list[str]:
-        return [str(cpu[i].shapes()) for i in indices]
+        return [str(cpu[i].structured_input_shapes()) for i in indices]
 
-    def args(indices: Sequence[int]) -> list[tuple[list, list, list]]:
-        return [(cpu[i].shapes(), cpu[i].dtypes(), cpu[i].concrete_inputs()) for i in indices]
+    def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
+        return [(cpu[i].structured_input_shapes(), cpu[i].dtypes(), cpu[i].concrete_inputs(),
+                 cpu[i].structured_input_strides()) for i in indices]
 
     n = len(dev)
     return EventTable(

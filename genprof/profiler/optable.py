@@ -29,14 +29,17 @@ Rules that make the table add up:
 
 Everything is array work over all events at once (context of every event from
 its nearest ancestors of each kind, level by level; rows by one groupby);
-Python runs once per distinct (op, shapes) row key, for FLOPs and bytes, once
-per fused-attention row, for the kernel name, and once per distinct kernel name.
+Python runs once per distinct op signature (name, shapes, strides, dtypes,
+argument values) for FLOPs and bytes, summed over a row's calls, once per
+fused-attention row, for the kernel name, and once per distinct kernel name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -93,9 +96,14 @@ def _by_time(starts: np.ndarray, ends: np.ndarray, values: np.ndarray, at: np.nd
 
 
 def build(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
-          run: dict[str, Any] | None = None, t: Tree | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations."""
-    tables = build_tables(ev, module_types, attention_kinds, run, t)
+          run: dict[str, Any] | None = None, t: Tree | None = None,
+          fused_attention: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(op table, phase times) from profiler events. `run` adds run_id, workload, size, optimizations.
+
+    `fused_attention`: whether attention ops ran a fused kernel (which skips a causal mask's
+    masked blocks); None: read it from the kernel each one dispatched to. A meta-device run
+    says True: it counts for a GPU, although SDPA takes its math path on meta."""
+    tables = build_tables(ev, module_types, attention_kinds, run, t, fused_attention)
     return tables.ops, tables.phases
 
 
@@ -169,13 +177,14 @@ def _contexts(ev: EventTable, t: Tree) -> _Context:
 
 
 def build_tables(ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
-                 run: dict[str, Any] | None = None, t: Tree | None = None) -> Tables:
+                 run: dict[str, Any] | None = None, t: Tree | None = None,
+                 fused_attention: bool | None = None) -> Tables:
     """Op table, phase times, GPU time per kernel and busy time, from profiler events."""
     t = t if t is not None else build_tree(ev)
     c = _contexts(ev, t)
     n = len(c.kind)
     outer_op = _outermost(c.kind == N.OP, t)
-    lines = _op_lines(ev, t, c, outer_op)
+    lines, args_at = _op_lines(ev, t, c, outer_op, fused_attention)
     # device work: its launch's outermost op, else a line of its own
     kpos = t.kernel_pos
     klaunch_op = np.where(kpos >= 0, outer_op[np.maximum(kpos, 0)], -1)
@@ -190,13 +199,14 @@ def build_tables(ev: EventTable, module_types: dict[str, str], attention_kinds: 
     group = g.ngroup().to_numpy()
     table = g.agg(pos=("pos", "first"), over=("over", "first"), krow=("krow", "first"), optim=("optim", "first"),
                   kname=("kname", "first"), calls=("pos", "size"), self_time_s=("self_time_s", "sum"),
-                  total_time_s=("total_time_s", "sum"), device_time_s=("device_time_s", "sum")).reset_index()
+                  total_time_s=("total_time_s", "sum"), device_time_s=("device_time_s", "sum"),
+                  flops=("flops", "sum"), bytes=("bytes", "sum")).reset_index()
     order = np.argsort(table["pos"].to_numpy(), kind="stable")
     table = table.iloc[order].reset_index(drop=True)
     row_of_group = np.empty(len(order), np.int64)
     row_of_group[order] = np.arange(len(order))
     types = {**{v: N.module_type(v) for v in c.values[c.name_id[c.kind == N.F_MODULE]]}, **module_types}
-    table = _describe(table, ev, types, attention_kinds, t, c.names, c.name_id,
+    table = _describe(table, args_at, ev, types, attention_kinds, t, c.names, c.name_id,
                       _opaque_families(ev, klaunch_op, c.names, c.name_id))
     run = run or {}
     for col in ("run_id", "workload", "size", "optimizations"):
@@ -210,8 +220,10 @@ def build_tables(ev: EventTable, module_types: dict[str, str], attention_kinds: 
     return Tables(table[OP_COLUMNS], phase_times, _kernel_table(ev, krow, table, run), gpu)
 
 
-def _op_lines(ev: EventTable, t: Tree, c: _Context, outer_op: np.ndarray) -> pd.DataFrame:
-    """One line per outermost op and per scope outside any op (its own time: an `[overhead]` line)."""
+def _op_lines(ev: EventTable, t: Tree, c: _Context, outer_op: np.ndarray,
+              fused_attention: bool | None) -> tuple[pd.DataFrame, dict[int, tuple]]:
+    """One line per outermost op and per scope outside any op (its own time: an `[overhead]` line), each
+    op with its FLOPs and bytes; and the recorded arguments of every op line, by sorted position."""
     n = len(c.kind)
     is_op, is_scope = c.kind == N.OP, np.isin(c.kind, N.SCOPE_KINDS)
     top_op = is_op & (outer_op == np.arange(n))
@@ -223,15 +235,22 @@ def _op_lines(ev: EventTable, t: Tree, c: _Context, outer_op: np.ndarray) -> pd.
     over = ~top_op[rows]
     self_ns = dur[rows] - np.where(over, scope_child_ns[rows], t.child_ns[rows])  # an op's self time: minus all
     shapes = np.full(len(rows), "", dtype=object)
-    shapes[~over] = ev.shapes(t.order[rows[~over]].tolist())
-    return pd.DataFrame({
+    ev_flops, ev_bytes = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    with _gc_paused():  # a few small lists per op event: the collector would rescan the whole heap each time
+        op_args = ev.args(t.order[rows[~over]].tolist())
+        shapes[~over] = [str(a[0]) for a in op_args]
+        ev_flops[~over], ev_bytes[~over] = _count_events(rows[~over], op_args, ev, t, c.names, c.name_id,
+                                                         fused_attention)
+    lines = pd.DataFrame({
         "pos": rows, "repeat": c.repeat[rows], "phase": c.phase[rows], "step": c.step[rows],
         "module": c.module[rows], "scope": c.scope[rows],
         "op": np.where(over, taxonomy.OVERHEAD_OP, c.names[c.name_id[rows]]), "input_shapes": shapes,
         "over": over, "krow": False, "kname": -1, "optim": c.optimizer[rows], "self_time_s": self_ns / 1e9,
         "total_time_s": np.where(over, self_ns, dur[rows]) / 1e9,
         "device_time_s": np.where(over, 0, t.device_ns[rows]) / 1e9,
+        "flops": ev_flops, "bytes": ev_bytes,
     })
+    return lines, dict(zip(rows[~over].tolist(), op_args))
 
 
 def _kernel_lines(ev: EventTable, c: _Context, kpos: np.ndarray, loose: np.ndarray, n: int) -> pd.DataFrame:
@@ -251,7 +270,7 @@ def _kernel_lines(ev: EventTable, c: _Context, kpos: np.ndarray, loose: np.ndarr
         "module": np.where(has, c.module[lpc], ""), "scope": np.where(has, c.scope[lpc], NO_LAUNCH),
         "op": np.where(ev.kernel_kind[loose] == 0, short[kid], full[kid]), "input_shapes": "", "over": False,
         "krow": True, "kname": kid, "optim": has & c.optimizer[lpc], "self_time_s": 0.0, "total_time_s": 0.0,
-        "device_time_s": ev.kernel_ns[loose] / 1e9})
+        "device_time_s": ev.kernel_ns[loose] / 1e9, "flops": 0, "bytes": 0})
 
 
 def _phase_times(ev: EventTable, c: _Context) -> pd.DataFrame:
@@ -302,33 +321,69 @@ def _opaque_families(ev: EventTable, klaunch_op: np.ndarray, names: np.ndarray, 
     return out
 
 
-def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str], attention_kinds: dict[str, str],
-              t: Tree, names: np.ndarray, name_id: np.ndarray, opaque: dict[str, str]) -> pd.DataFrame:
-    """Family, attention kind and dims, kernel, FLOPs and bytes of every row.
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
-    Counted once per (module, op, input shapes) and, where the source gives it cheaply
-    (trace files), argument signature (dtypes, values), from the first event of the first
-    row with that key (rows that differ only by repeat, phase, step or scope share it).
-    A live profile is keyed by shapes alone: a model runs one dtype per op site."""
+
+def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: np.ndarray, name_id: np.ndarray,
+                  fused_attention: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """FLOPs and bytes of each op event at sorted positions `pos` (`args`: their recorded
+    arguments), counted once per distinct signature."""
+    n = len(pos)
+    flops, nbytes = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    if not n:
+        return flops, nbytes
+    ops = names[name_id[pos]].tolist()
+    text: dict[int, str] = {}  # a trace file's events share one arguments tuple per signature
+    keys = [(op, text.get(id(a)) or text.setdefault(id(a), repr(a))) for op, a in zip(ops, args)]
+    first: dict[tuple, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    list_dtype = counting.dominant_dtype((args[i][0], args[i][1]) for i in first.values())
+
+    def children(p: int) -> list:
+        cs = t.children(p)
+        return [((str(names[name_id[c]]), *a), lambda c=int(c): children(c))
+                for c, a in zip(cs.tolist(), ev.args(t.order[cs].tolist()))]
+
+    memo: dict[tuple, tuple[int, int]] = {}
+    for i, (k, op, a, p) in enumerate(zip(keys, ops, args, pos.tolist())):
+        fused = fused_attention
+        if fused is None and op in taxonomy.FUSED_ATTENTION:
+            fused = "_attention_math" not in _attention_kernel(p, t, names, name_id)
+        mk = (k, fused)
+        c = memo.get(mk)
+        if c is None:
+            shapes, dtypes, values, strides = (x or [] for x in a)
+            c = memo[mk] = counting.count(op, shapes, dtypes, values, strides, list_dtype=list_dtype,
+                                          fused_attention=fused is not False,
+                                          children=(lambda p=p: children(p)))
+        flops[i], nbytes[i] = c
+    return flops, nbytes
+
+
+def _describe(table: pd.DataFrame, args_at: dict[int, tuple], ev: EventTable, module_types: dict[str, str],
+              attention_kinds: dict[str, str], t: Tree, names: np.ndarray, name_id: np.ndarray,
+              opaque: dict[str, str]) -> pd.DataFrame:
+    """Family, attention kind and dims, and kernel of every row (`args_at`: sorted position -> recorded
+    arguments of each op event). Described once per (module, op, input shapes), from the first event of
+    the first row with that key (rows that differ only by repeat, phase, step or scope share it)."""
     n = len(table)
     mtype = [module_types.get(m, "") for m in table["module"].tolist()]
     family, kernel, kinds = [""] * n, [""] * n, [""] * n
-    flops = np.zeros(n, np.int64)
-    nbytes = np.zeros(n, np.int64)
     dims = np.zeros((n, 4), np.int64)
     fam_memo: dict[tuple[str, str, bool, bool], str] = {}
-    real = ~table["over"].to_numpy() & ~table["krow"].to_numpy()
     kname = table["kname"].to_numpy()
-    sig = np.full(n, -1, np.int64)
-    if ev.sig is not None:
-        sig[real] = ev.sig[t.order[table["pos"].to_numpy()[real]]]
-    table = table.assign(_sig=sig)
-    site = table[real].drop_duplicates(["module", "op", "input_shapes", "_sig"])
-    site_args = dict(zip(zip(site["module"], site["op"], site["input_shapes"], site["_sig"]),
-                         ev.args(t.order[site["pos"].to_numpy()].tolist())))
-    count_memo: dict[tuple, tuple] = {}
-    cols = (table[c].tolist() for c in ("op", "module", "over", "krow", "optim", "pos", "input_shapes", "_sig"))
-    for i, (op, module, over, krow, optim, pos, shp, sg) in enumerate(zip(*cols)):
+    memo: dict[tuple, tuple] = {}
+    cols = (table[c].tolist() for c in ("op", "module", "over", "krow", "optim", "pos", "input_shapes"))
+    for i, (op, module, over, krow, optim, pos, shp) in enumerate(zip(*cols)):
         key = (op, mtype[i], krow, optim)
         fam = fam_memo.get(key)
         if fam is None:
@@ -341,23 +396,20 @@ def _describe(table: pd.DataFrame, ev: EventTable, module_types: dict[str, str],
             kernel[i] = ev.kernel_names[kname[i]]
         if over or krow:
             continue
-        skey = (module, op, shp, sg)
-        c = count_memo.get(skey)
+        skey = (module, op, shp)
+        c = memo.get(skey)
         if c is None:
-            shapes, dtypes, args = site_args[skey]
-            shapes, dtypes, args = shapes or [], dtypes or [], args or []
+            shapes = args_at[int(pos)][0] or []
             d = counting.attention_dims(op, shapes) if fam == "Attention" else None
-            c = count_memo[skey] = (*counting.count(op, shapes, dtypes, args),
-                                    (d["seq_q"], d["seq_kv"], d["batch_heads"], d["head_dim"]) if d else (0, 0, 0, 0),
-                                    _attention_kernel(int(pos), t, names, name_id)
-                                    if op in taxonomy.FUSED_ATTENTION else "")
-        flops[i], nbytes[i], dims[i], kernel[i] = c
+            c = memo[skey] = ((d["seq_q"], d["seq_kv"], d["batch_heads"], d["head_dim"]) if d else (0, 0, 0, 0),
+                              _attention_kernel(int(pos), t, names, name_id)
+                              if op in taxonomy.FUSED_ATTENTION else "")
+        dims[i], kernel[i] = c
         if fam == "Attention":
             kinds[i] = attention_kinds.get(module, "self")
-    calls = table["calls"].to_numpy()
-    return table.drop(columns=["_sig", "kname"]).assign(module_type=mtype, family=family, attention_kind=kinds, kernel=kernel,
-                        flops=flops * calls, bytes=nbytes * calls, seq_q=dims[:, 0], seq_kv=dims[:, 1],
-                        batch_heads=dims[:, 2], head_dim=dims[:, 3])
+    return table.drop(columns=["kname"]).assign(module_type=mtype, family=family, attention_kind=kinds,
+                                                kernel=kernel, seq_q=dims[:, 0], seq_kv=dims[:, 1],
+                                                batch_heads=dims[:, 2], head_dim=dims[:, 3])
 
 
 def _kernel_table(ev: EventTable, krow: np.ndarray, table: pd.DataFrame, run: dict[str, Any]) -> pd.DataFrame:

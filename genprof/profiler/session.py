@@ -199,7 +199,7 @@ def measure_trace(built: Any, device: torch.device, repeats: int | RepeatPolicy,
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     output = None
-    sessions = _Sessions(activities, run, sig)
+    sessions = _Sessions(activities, run, sig, fused_attention=True if device.type == "meta" else None)
     one_session = trace_to is not None
     peaks: list[dict[str, Any]] = []
     phases = scopes.TracePhases(None if one_session else sessions.after_step)
@@ -247,8 +247,9 @@ def _trim() -> None:
 class _Sessions:
     """The profiler sessions of a trace-mode measurement; each becomes op-table rows when it ends."""
 
-    def __init__(self, activities: list[Any], run: dict[str, Any], sig: "_Signals"):
-        self.activities, self.run, self.sig = activities, run, sig
+    def __init__(self, activities: list[Any], run: dict[str, Any], sig: "_Signals",
+                 fused_attention: bool | None = None):
+        self.activities, self.run, self.sig, self.fused_attention = activities, run, sig, fused_attention
         self.modules: Any = None
         self.prof: Any = None
         self.tables: list[tuple[pd.DataFrame, pd.DataFrame]] = []
@@ -272,7 +273,8 @@ class _Sessions:
         self.stats["collect_cpu_s"] += time.process_time() - self.c0
         t0 = time.perf_counter()
         ev = events.from_profile(prof)
-        self.tables.append(optable.build(ev, self.modules.types, self.modules.attention_kinds, self.run))
+        self.tables.append(optable.build(ev, self.modules.types, self.modules.attention_kinds, self.run,
+                                         fused_attention=self.fused_attention))
         self.stats["events"] += len(ev) + len(ev.kernel_ns)
         del ev
         _trim()

@@ -156,7 +156,7 @@ def read(path: str | Path) -> EventTable:
     sigs, knames = _Interner(), _Interner()
     name_id, thread, start, dur, corr, sig = (array("q") for _ in range(6))  # 8 bytes an event each
     k_corr, k_ns, k_start, k_kind, k_dev, k_stream, k_name = (array("q") for _ in range(7))
-    sig_args: list[tuple[list, list, list]] = []
+    sig_args: list[tuple[list, list, list, list]] = []
     meta: dict[str, Any] = {}
     skip, device, none = SKIP_CATEGORIES, DEVICE_KINDS, {}
     add_name, add_thread, add_start, add_dur, add_corr, add_sig = (a.append for a in (name_id, thread, start, dur,
@@ -205,10 +205,11 @@ def read(path: str | Path) -> EventTable:
                     add_sig(-1)
                 else:
                     types, conc = a.get("Input type", ()), a.get("Concrete Inputs", ())
-                    key = repr((dims, types, conc))
+                    strides = a.get("Input Strides", ())
+                    key = repr((dims, types, conc, strides))
                     s = sigs.ids.get(key)
                     if s is None:
-                        sig_args.append(_live_args(dims, list(types), list(conc)))
+                        sig_args.append(_live_args(dims, list(types), list(conc), strides))
                         s = sigs(key)
                     add_sig(s)
     finally:
@@ -218,8 +219,8 @@ def read(path: str | Path) -> EventTable:
         raise GenprofError(f"{path}: the trace holds no CPU events")
     sig_arr = np.frombuffer(sig, np.int64)
 
-    def args(indices: Sequence[int]) -> list[tuple[list, list, list]]:
-        return [([], [], []) if sig_arr[i] < 0 else sig_args[sig_arr[i]] for i in indices]
+    def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
+        return [([], [], [], []) if sig_arr[i] < 0 else sig_args[sig_arr[i]] for i in indices]
 
     sig_shapes = [str(a[0]) for a in sig_args]
 
@@ -245,7 +246,8 @@ def _int(value: Any) -> int:
 
 
 def _concrete(text: Any) -> Any:
-    """A Kineto 'Concrete Inputs' string as the value the live profiler reports ('' -> None, '[2, 2]' -> [2, 2])."""
+    """A Kineto 'Concrete Inputs' string as the value the live profiler reports ('' -> None,
+    '[2, 2]' -> [2, 2], '0.' -> 0.0, 'inf' -> inf, '[2., 2.]' -> [2.0, 2.0])."""
     if not isinstance(text, str):
         return text
     if text == "":
@@ -255,10 +257,20 @@ def _concrete(text: Any) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return text
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.startswith("[") and text.endswith("]"):
+        items = [_concrete(t.strip()) for t in text[1:-1].split(",")] if text[1:-1].strip() else []
+        if all(isinstance(v, (int, float)) for v in items):
+            return items
+    return text
 
 
-def _live_args(dims: list, types: list, conc: list) -> tuple[list, list, list]:
-    """Trace-file arguments in the live profiler's form: a TensorList's shapes are [] there."""
-    dims = [[] if i < len(types) and types[i] == "TensorList" else d for i, d in enumerate(dims)]
-    return dims, list(types), [_concrete(c) for c in conc]
+def _live_args(dims: list, types: list, conc: list, strides: Any = None) -> tuple[list, list, list, list]:
+    """Trace-file arguments in the live profiler's structured form (shapes, dtypes, values, strides): a tensor
+    list's entry is the list of its tensors' shapes (strides), as the trace writes it."""
+    strides = list(strides) if isinstance(strides, list) and len(strides) == len(dims) else [[] for _ in dims]
+    return list(dims), list(types), [_concrete(c) for c in conc], strides

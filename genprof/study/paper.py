@@ -21,6 +21,8 @@ import pandas as pd
 from genprof.profiler.taxonomy import FUSED_ATTENTION
 from genprof.roofline.hardware import GPU_NAMES, PROFILES, HardwareProfile
 from genprof.roofline.project import decode_per_token, precision_of, project, step_weights
+from genprof.study import family_ops as fops
+from genprof.study.family_ops import family_ops
 
 HEADLINE_HW = "h100"
 KINDS = {"imagen": "diffusion-tti", "stable-diffusion": "diffusion-tti", "prod-image": "diffusion-tti",
@@ -415,7 +417,9 @@ def build_paper(counted: dict[str, dict[str, Any]], measured_roots: Sequence[str
             for r in llm.itertuples()),
             "cpu": _llm_measured(runs, "cpu") or "—", "gpu": _llm_measured(runs, "cuda")}
     head = headline_table(claims, cpu, gpu, speed, llm_row, size=size)
+    diffusion = [n for n, k in KINDS.items() if k == "diffusion-tti"] + ["make-a-video"]
     return {"projection": proj, "headline": head, "families": family_table(proj) if not proj.empty else pd.DataFrame(),
+            "norm_ops": family_ops(proj, "Normalization", diffusion, HEADLINE_HW) if not proj.empty else pd.DataFrame(),
             "llm": llm, "cpu_measured": {k: sorted({str(v[k]) for v in cpu.values() if v.get(k)})
                                          for k in ("size", "dtype")},
             "failed": {n: c["error"] for n, c in counted.items() if "error" in c},
@@ -459,6 +463,19 @@ video or LLM phase at batch 1, counted steps extended to the full run (see docs/
 
 {fam_md}
 
+## Normalization in the projected diffusion time, op by op ({PROFILES[HEADLINE_HW].label})
+
+Every Normalization op of the diffusion workloads: launches over the whole inference (counted
+steps extended to the full run), bytes one launch reads and writes, and its projected time.
+Norms compute next to nothing: each launch is memory-bound, its time its bytes over the effective
+bandwidth, so the share follows the bytes (`group_norm` reads and writes a UNet activation once;
+`layer_norm` a transformer block's tokens).
+
+{fops.markdown(paper.get("norm_ops", pd.DataFrame()))}
+
+## How the counts are made, and what changed
+
+{fops.COUNTS_NOTE}
 ## LLM (Llama-2-7B) on each GPU profile
 
 Decode time per token projected against (weight bytes + KV-cache bytes) / effective bandwidth by
