@@ -665,6 +665,22 @@ class Prepack(_Schedule):
     name = "prepack"
     options = {**_Schedule.base_options, "bin": None}
 
+    def check(self, spec: Any) -> None:
+        super().check(spec)
+        size = self._int("bin", None)
+        if size is None or spec.weights:  # real weights: the model's positions (and so the lengths) are not known yet
+            return
+        from genprof.workloads import get
+        from genprof.workloads.params import LLAMA_POSITIONS
+
+        info = {"batch": spec.batch, "decode_tokens": spec.tokens or get("llm").config(spec)["tokens"]}
+        preset = self.option("prompts", default="mmlu")
+        longest = max(prompt_gen.lengths(preset, self.n_requests(info), self._int("seed", 0, low=0),
+                                         LLAMA_POSITIONS - self.out_len(info)))
+        if size < longest:
+            raise GenprofError(f"prepack:bin={size} is smaller than the longest prompt ({longest} tokens of "
+                               f"prompts={preset}); use bin >= {longest}, or leave bin out (the longest prompt)")
+
     def schedule(self, model, reqs, phases, rec):
         return run_prepack(model, reqs, phases, rec, self._int("bin", None))
 
