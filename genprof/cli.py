@@ -1,8 +1,11 @@
 """The `genprof` command line: parses, calls the API, prints. Nothing else.
 
-User errors (unknown workload, size, option; a corrupt run directory) print
-one line and exit with 2; a run that fails is stored as failed, its reason is
-printed and the exit code is 1; `--debug` shows tracebacks.
+Exit codes (docs/reliability.md): 0 done; 2 bad input of any kind, found
+before anything runs (an unknown workload, size or option, a value out of
+bounds, a run that would not fit in memory, a corrupt run directory, an output
+path that cannot be written), as one line `error: ...` that names the field or
+file; 1 only for a run that failed while running (stored as failed, its reason
+printed); 130 interrupted. `--debug` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from genprof.cli_output import err, out
+from genprof.cli_output import print_df as _print_df
+from genprof.cli_output import print_run as _print_run
+from genprof.cli_output import project as _project
 from genprof.errors import GenprofError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Characterize the inference of generative models: where the time goes.")
-# Wide when not a terminal, so piped output is never cut to 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 _state = {"debug": False}
 
 
@@ -68,11 +71,12 @@ def run_cmd(
                                              "a100 | h100 | h200 | local."),
 ) -> None:
     """Run one workload, measure it, store the run and print its breakdown."""
-    from genprof import api
+    from genprof import api, store
 
     spec = api.make_spec(workload, size=size, batch=batch, steps=steps, tokens=tokens, repeats=repeats,
                          warmup=warmup, mode=mode, device=device, dtype=dtype, optimizations=opt, params=set_,
                          weights=str(weights) if weights else None, record_trace=trace_file, seed=seed, threads=threads)
+    store.check_out(out_dir)
     api.validate(spec)
     if project_hw is not None:
         from genprof.roofline.hardware import canonical_name
@@ -115,56 +119,11 @@ def project_cmd(
                                           "the run's)."),
 ) -> None:
     """Predict the run's time on a hardware profile: roofline per op, summed per family and phase."""
-    _project(run_dir, hw, eff_compute, eff_memory, precision, out_proj, threads)
-
-
-def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out_proj, threads) -> None:
-    from genprof import store
-    from genprof.roofline import get_profile, project_run, summarize
-    from genprof.roofline.hardware import canonical_name
-    from genprof.roofline.project import comparable
-
-    meta = store.read_run(run_dir)
-    if canonical_name(hw_name) == "local" and threads is None:
-        threads = (meta.get("environment") or {}).get("torch_threads")
-    hw = get_profile(hw_name, threads=threads).with_overrides(eff_compute=eff_compute, eff_memory=eff_memory)
-    proj, meta = project_run(run_dir, hw, precision)
-    measured = comparable(meta, hw)
-    prec = str(proj["precision"].iloc[0]) if len(proj) else "-"
-    out.print(f"projection on {hw.label}: {hw.flops(prec) / 1e12:.4g} TFLOP/s ({prec}, eff {hw.eff_compute:.2f}), "
-              f"{hw.bandwidth / 1e9:.4g} GB/s (eff {hw.eff_memory:.2f}), ridge {hw.ridge(prec):.3g} FLOP/byte"
-              + (f", launch {hw.launch_s * 1e6:.3g} us/kernel" if hw.kind == "gpu" else
-                 f", dispatch {hw.op_overhead_s * 1e6:.3g} us/op"))
-    for by, title in (("family", "projected time by operator family (per repeat)"),
-                      ("phase", "projected time by phase (per repeat)")):
-        s = summarize(proj, by)
-        t = Table(title=title)
-        cols = [by, "projected s", "share", "compute-bound", "GFLOP", "MB moved"] + (
-            ["measured s", "error"] if measured else [])
-        for c in cols:
-            t.add_column(c, justify="left" if c == by else "right")
-        for r in s.itertuples():
-            row = [str(getattr(r, by)), f"{r.time_s:.4g}", f"{100 * r.share:.1f}%",
-                   "—" if r.compute_fraction != r.compute_fraction else f"{100 * r.compute_fraction:.0f}%",
-                   f"{r.flops / 1e9:.4g}", f"{r.bytes / 1e6:.4g}"]
-            if measured:
-                err_ = f"{100 * (r.time_s / r.measured_s - 1):+.0f}%" if r.measured_s > 0 else "—"
-                row += [f"{r.measured_s:.4g}", err_]
-            t.add_row(*row)
-        out.print(t)
-    if not measured:
-        out.print("(no measured time beside it: the run was not measured on this hardware)")
     if out_proj is not None:
-        from genprof.reports import figures as F
+        from genprof.store import check_out
 
-        out_proj.mkdir(parents=True, exist_ok=True)
-        proj.to_parquet(out_proj / "projection.parquet", index=False)
-        written = [out_proj / "projection.parquet"]
-        try:
-            written += F.save(F.roofline(proj, profiles=[hw]), out_proj / "roofline")
-        except F.NoData as e:
-            out.print(f"roofline figure not drawn: {e}")
-        out.print("wrote: " + ", ".join(str(w) for w in written))
+        check_out(out_proj)
+    _project(run_dir, hw, eff_compute, eff_memory, precision, out_proj, threads)
 
 
 @app.command("paper")
@@ -189,11 +148,15 @@ def paper_cmd(
     from genprof import api
     from genprof.roofline import paper
 
+    from genprof.store import check_out
+
     names = tuple(only) or api.SUITE
     for n in names:
         if n not in api.SUITE:
             raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
     api.make_spec(names[0], size=size)  # validates the size
+    check_out(out_dir)
+    check_out(doc, "--doc", folder=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True) as bar:
         task = bar.add_task("paper: counting")
@@ -244,6 +207,9 @@ def report_cmd(roots: List[Path] = typer.Argument(..., help="Run directories or 
                title: str = typer.Option("genprof report", help="Page title.")) -> None:
     """Write one self-contained HTML report (figures embedded, no network) over every run below ROOTS."""
     from genprof.reports.html import write_report
+    from genprof.store import check_out
+
+    check_out(out_file, folder=False)
 
     out.print(f"report: {write_report(roots, out_file, title=title)}")
 
@@ -259,6 +225,12 @@ def compare_cmd(run_dirs: List[Path] = typer.Argument(..., help="Two or more run
     if len(run_dirs) < 2:
         raise GenprofError("compare needs two or more run directories; the first is the baseline")
     metas = [store.read_run(d) for d in run_dirs]
+    seen: dict[str, Path] = {}
+    for d, m in zip(run_dirs, metas):
+        if m["run_id"] in seen:
+            raise GenprofError(f"{seen[m['run_id']]} and {d} are the same run ({m['run_id']}); "
+                               "compare needs different runs")
+        seen[m["run_id"]] = d
     tables = []
     for d, m in zip(run_dirs, metas):
         t = store.read_table(d, store.OPS)
@@ -279,15 +251,6 @@ def compare_cmd(run_dirs: List[Path] = typer.Argument(..., help="Two or more run
         out.print("(per-family comparison needs trace-mode runs)")
 
 
-def _print_df(title: str, df) -> None:
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")
-    for row in df.itertuples(index=False):
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    out.print(t)
-
-
 @app.command("suite")
 def suite_cmd(
     size: str = typer.Option("small", help="tiny | small | paper"),
@@ -306,7 +269,16 @@ def suite_cmd(
     for n in names:
         if n not in api.SUITE:
             raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
-    api.make_spec(names[0], size=size, repeats=repeats, warmup=warmup, mode=mode, device=device)  # validate
+    from genprof.store import check_out
+
+    check_out(out_dir)
+    if report is not None:
+        check_out(report, "--report", folder=False)
+    for n in names:  # every check before anything runs: a refusal is one line, not a row of failed runs
+        try:
+            api.validate(api.make_spec(n, size=size, repeats=repeats, warmup=warmup, mode=mode, device=device))
+        except GenprofError as e:
+            raise GenprofError(f"suite: {n}: {e}") from None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("suite", total=len(names))
@@ -335,6 +307,8 @@ def suite_cmd(
     if paths:
         out.print(f"report: {write_report(paths, report or out_dir / 'report.html', title=f'genprof suite ({size})')}")
     failed = [e for e in entries if e.status != "ok"]
+    for e in failed:
+        print(f"run failed: {e.workload}: {e.reason}", file=sys.stderr)
     if failed:
         raise typer.Exit(1)
 
@@ -379,8 +353,12 @@ def sweep_cmd(
 
     if executor not in ("local", "ray"):
         raise GenprofError(f"unknown executor {executor!r}; valid: local, ray")
-    if timeout is not None and timeout <= 0:
-        raise GenprofError(f"--timeout must be > 0 seconds, got {timeout:g}")
+    sw.check_timeout(timeout)
+    from genprof.store import check_out
+
+    check_out(out_dir)
+    if report is not None and not no_report:
+        check_out(report, "--report", folder=False)
     cfg = sw.load_file(file) if file else {"base": {}, "axes": {}, "workload": {}, "skip_invalid": False}
     base, axes = dict(cfg["base"]), dict(cfg["axes"])
     for name, values in (("workload", workload), ("size", size), ("optimizations", opt), ("batch", batch),
@@ -438,47 +416,18 @@ def sweep_cmd(
         raise typer.Exit(1)
 
 
-def _print_run(meta: dict, ops) -> None:
-    from genprof.reports import breakdown
-
-    spec, summary = meta["spec"], meta["summary"]
-    out.print(f"{spec['workload']} size={spec['size']} batch={spec['batch']} device={spec['device']} "
-              f"dtype={spec['dtype']} mode={spec['mode']} opts={'+'.join(spec['optimizations']) or 'baseline'} "
-              f"repeats={summary['total'].get('n')}")
-    t = Table(title="phases (wall time over repeats)")
-    for col in ("phase", "median s", "p10 s", "p90 s", "stdev s", "steps"):
-        t.add_column(col, justify="right" if col != "phase" else "left")
-    for ph, s in list(summary["phases"].items()) + [("total", summary["total"])]:
-        nsteps = summary["steps"].get(ph, {}).get("steps_per_repeat", "")
-        t.add_row(ph, f"{s['median_s']:.4f}", f"{s['p10_s']:.4f}", f"{s['p90_s']:.4f}", f"{s['stdev_s']:.4f}",
-                  str(nsteps))
-    out.print(t)
-    for k, v in summary.get("derived", {}).items():
-        out.print(f"{k}: {v:.6g}")
-    if ops is not None and len(ops):
-        fam = breakdown(ops, "family")
-        t = Table(title="time by operator family (mean over repeats)")
-        for col in ("family", "time s", "share", "GFLOP", "MB moved"):
-            t.add_column(col, justify="right" if col != "family" else "left")
-        for r in fam.itertuples():
-            t.add_row(r.family, f"{r.time_s:.4f}", f"{100 * r.share:.1f}%", f"{r.flops / 1e9:.3f}",
-                      f"{r.bytes / 1e6:.1f}")
-        out.print(t)
-        unknown = summary.get("unclassified_ops") or []
-        if unknown:
-            out.print(f"unclassified ops (family Other): {', '.join(unknown)}")
-    mem = summary.get("memory", {})
-    if "peak_device_bytes" in mem:
-        out.print(f"peak device memory: {mem['peak_device_bytes'] / 2**20:.1f} MiB")
-    out.print(f"peak RSS growth: {mem.get('peak_rss_growth_bytes', 0) / 2**20:.1f} MiB")
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     try:
-        rc = app(standalone_mode=False)  # click returns the code of a typer.Exit here
+        rc = app(args=argv, standalone_mode=False)  # click returns the code of a typer.Exit here
         sys.exit(rc if isinstance(rc, int) else 0)
     except GenprofError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a path the user gave (a run's own errors are recorded in its run directory)
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -44,3 +44,29 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     env = dict(os.environ, COLUMNS="200")
     return subprocess.run([genprof_exe(), *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
+
+
+def run_cli_inproc(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process, through `genprof.cli.main` (the entry point's own exit codes and error lines),
+    with typer's CliRunner capturing the streams: for cases about parsing and checks, where a new process
+    (about 2 s of imports) adds nothing."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from genprof import cli
+
+    term = signal.getsignal(signal.SIGTERM)  # `sweep` installs a handler; keep the test process's
+    code = 0
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            cli.main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            cli._state["debug"] = False
+            signal.signal(signal.SIGTERM, term)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess(["genprof", *args], code, stdout, stderr)

@@ -151,15 +151,16 @@ def test_kill_the_sweep_at_any_moment_then_resume(tmp_path):
 
 
 def test_failed_run_is_kept_skipped_on_resume_and_retried_on_request(tmp_path):
-    empty = tmp_path / "empty-weights"
-    empty.mkdir()
+    broken = tmp_path / "broken-weights"  # passes the checks made before running; fails when loaded
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
     f = tmp_path / "s.toml"
     f.write_text(f'[base]\nworkload = "llm"\nsize = "tiny"\ntokens = 2\nrepeats = 1\nwarmup = 0\n'
-                 f'weights = "{empty}"\n')
+                 f'weights = "{broken}"\n')
     out = tmp_path / "runs"
     r = run_cli("sweep", "--file", str(f), "--out", str(out), "--no-report")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "done: 0  failed: 1  skipped: 0" in r.stdout and "config.json" in r.stdout
+    assert "done: 0  failed: 1  skipped: 0" in r.stdout and "config.json" in r.stdout, r.stdout
     (first,) = _run_dirs(out)
     r = run_cli("sweep", "--file", str(f), "--out", str(out), "--no-report")
     assert r.returncode == 1 and "skipped: 1 (1 failed before" in r.stdout
