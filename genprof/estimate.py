@@ -238,8 +238,11 @@ def estimate(wl: Any, spec: RunSpec) -> MemoryEstimate | None:
 
 
 def _blame_the_settings(wl: Any, spec: RunSpec, trial: int | None, error: BaseException | str) -> None:
-    """Raise when the spec's `--set` values are what makes the dry run fail (the preset's settings work)."""
-    if not spec.params:
+    """Raise when the spec's `--set` values are what makes the dry run fail (the preset's settings work).
+
+    A workload's own refusal (a GenprofError) is not blamed: some are of the meta device alone (llava's
+    retrieval task needs real weights); the checks a workload declares run before this."""
+    if not spec.params or isinstance(error, GenprofError):
         return
     try:
         default = trace(wl, dataclasses.replace(spec, params=()), trial)
@@ -247,8 +250,6 @@ def _blame_the_settings(wl: Any, spec: RunSpec, trial: int | None, error: BaseEx
         return
     if default.peak is None and not isinstance(error, BaseException):
         return
-    if isinstance(error, GenprofError):
-        raise error
     what = error if isinstance(error, str) else _first_line(error)
     sets = " ".join(f"{k}={v!r}" for k, v in spec.params)
     raise GenprofError(f"{spec.workload} fails with --set {sets} (a dry run on the meta device: {what}); "
@@ -286,10 +287,27 @@ def available_bytes(device: str) -> int | None:
         return None
     if device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
-        return int(torch.cuda.get_device_properties(index).total_memory)
+        return _cuda_total(index)
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+def _cuda_total(index: int) -> int:
+    """A GPU's memory, from nvidia-smi when there is one: asking torch would create a CUDA context in this
+    process (hundreds of MB of the GPU, held by a sweep's parent for the whole sweep)."""
+    import subprocess
+
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    which = visible[index] if index < len(visible) else str(index)
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", which],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip().isdigit():
+            return int(out.stdout.strip()) << 20  # MiB
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return int(torch.cuda.get_device_properties(index).total_memory)
 
 
 _SKIP: list[bool] = []

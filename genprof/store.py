@@ -175,6 +175,8 @@ def read_table(run_dir: str | os.PathLike, name: str = OPS) -> pd.DataFrame | No
 
         schema.check_table(name, pq.read_schema(p))
         df = pd.read_parquet(p)
+    except schema.NewerFormat as e:
+        raise GenprofError(f"{p}: {e}") from None
     except schema.SchemaError as e:
         raise GenprofError(f"corrupt {p}: {e}") from None
     except Exception as e:  # pyarrow raises several types for truncated files

@@ -48,6 +48,8 @@ RUN_BOUNDS: dict[str, Bound] = {
     "warmup": Bound(ge=0, le=100),
     "steps": Bound(ge=1, le=10_000),
     "tokens": Bound(ge=1, le=100_000),
+    "threads": Bound(ge=1, le=1024),
+    "seed": Bound(ge=0, le=2**63 - 1),
 }
 RUN_FIELDS = tuple(RUN_BOUNDS)
 
