@@ -3,7 +3,8 @@
 A workload's parameters are its size presets' keys (`--set key=value`) and the
 run fields every workload has (`--batch`, `--repeats`, `--warmup`, `--steps` or
 `--tokens`). Types and lower bounds are inferred from the presets: a key whose
-values are integers >= 1 in every preset takes an integer >= 1; a group of
+values are integers >= 1 in every preset takes an integer >= 1 (a float >= 0
+in every preset, a number >= 0); a group of
 settings (`config`, `unet`, ...) takes a JSON object of the keys the presets
 have, each typed the same way, and nothing else. What inference cannot know (a
 scheduler's 1000 timesteps, CLIP's 77 positions, the choices of a string) a
@@ -83,8 +84,8 @@ def _annotation(values: list[Any], bound: Bound | None) -> Any:
         if k == "any":
             return Any
         if k in ("int", "float"):
-            nums = [v for v in values if _kind(v) == k]
-            ge = 1 if all(v >= 1 for v in nums) else 0 if all(v >= 0 for v in nums) else None
+            nums = [v for v in values if _kind(v) == k]  # sizes and counts >= 1; scales and rates >= 0
+            ge = 1 if k == "int" and all(v >= 1 for v in nums) else 0 if all(v >= 0 for v in nums) else None
             if bound is not None and bound.ge is not None:
                 ge = bound.ge
             le = bound.le if bound is not None else None
@@ -130,11 +131,9 @@ def model(wl_cls: type) -> type[BaseModel]:
             fields[k] = (Optional[_group_model(k, vs, bounds)], None)
         else:
             fields[k] = (Optional[_annotation(vs, bounds.get(k))], None)
-    for k in RUN_FIELDS:
-        b = bounds[k]
-        lo = b.ge if k not in keys else None
+    for k in RUN_FIELDS:  # a run field that is also a preset key (steps, tokens) is typed like one, above
         if k not in keys:
-            fields[k] = (Optional[Annotated[int, Field(ge=lo, le=b.le)]], None)
+            fields[k] = (Optional[Annotated[int, Field(ge=bounds[k].ge, le=bounds[k].le)]], None)
     return create_model(f"Params_{wl_cls.__name__}", __base__=_Strict, **fields)  # type: ignore[call-overload]
 
 
@@ -143,13 +142,14 @@ def model(wl_cls: type) -> type[BaseModel]:
 
 def check(wl: Any, spec: Any) -> None:
     """Refuse a spec whose `--set` values or run fields break the workload's declared types and bounds."""
-    data: dict[str, Any] = {k: getattr(spec, k) for k in RUN_FIELDS if getattr(spec, k) is not None}
+    runs = {k: getattr(spec, k) for k in RUN_FIELDS if getattr(spec, k) is not None}
     sets = dict(spec.params)
-    data.update(sets)
-    try:
-        model(type(wl)).model_validate(data)
-    except ValidationError as e:
-        raise GenprofError(_message(wl, e.errors()[0], set(sets))) from None
+    both = {k: runs[k] for k in sets.keys() & runs.keys()}  # `--steps 5 --set steps=9`: check each
+    for data, shown_as_set in (({**runs, **sets}, set(sets)), (both, set())):
+        try:
+            model(type(wl)).model_validate(data)
+        except ValidationError as e:
+            raise GenprofError(_message(wl, e.errors()[0], shown_as_set)) from None
 
 
 _TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
@@ -192,8 +192,3 @@ def _group_of(field: Any) -> type[BaseModel] | None:
         if isinstance(a, type) and issubclass(a, BaseModel):
             return a
     return None
-
-
-def describe(wl: Any) -> dict[str, str]:
-    """Parameter -> its type and bounds, as the check sees them (for docs and `genprof list`)."""
-    return {k: str(f.annotation).replace("typing.", "") for k, f in model(type(wl)).model_fields.items()}
