@@ -133,7 +133,6 @@ def check_run(data: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- tables
 
-Kind = Literal["string", "integer", "floating", "bool", "other"]
 STR, INT, NUM = Literal["string"], Literal["integer"], Literal["integer", "floating"]
 
 
@@ -155,7 +154,7 @@ class OpsTable(_Table):
     module: STR
     module_type: STR
     op: STR
-    kernel: Optional[STR] = None  # since format 1's second release: "" for older tables
+    kernel: Optional[STR] = None  # added after the first tables were written: "" for those (FILL)
     family: STR
     attention_kind: STR
     calls: INT
