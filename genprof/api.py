@@ -21,6 +21,7 @@ import torch
 
 from genprof import optimizations, store, workloads
 from genprof.errors import GenprofError
+from genprof.estimate import check_memory
 from genprof.profiler import measure_timing, measure_trace
 from genprof.profiler.session import RepeatPolicy
 from genprof.profiler.scopes import NO_STEP
@@ -66,6 +67,7 @@ def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
         raise GenprofError("--device meta counts FLOPs and bytes without running anything; use --mode trace")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise GenprofError(f"device {spec.device!r} requested but CUDA is not available here; use --device cpu")
+    check_memory(wl, spec)
     return wl, opts
 
 

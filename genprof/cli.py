@@ -1,8 +1,12 @@
 """The `genprof` command line: parses, calls the API, prints. Nothing else.
 
-User errors (unknown workload, size, option; a corrupt run directory) print
-one line and exit with 2; a run that fails is stored as failed, its reason is
-printed and the exit code is 1; `--debug` shows tracebacks.
+Exit codes (docs/reliability.md): 0 done; 2 bad input of any kind, found
+before anything runs (an unknown workload, size or option, a value out of
+bounds, a run that would not fit in memory, a corrupt run directory, an output
+path that cannot be written, incompatible optimizations), as one line
+`error: ...` that names the field or file; 1 only for a run that failed while
+running (stored as failed, its reason printed); 130 interrupted. `--debug`
+shows tracebacks. What it prints is in genprof.cli_output.
 """
 
 from __future__ import annotations
@@ -12,52 +16,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from genprof.cli_output import Status, err, out, print_df, print_run, project, warn_unstable
 from genprof.errors import GenprofError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Characterize the inference of generative models: where the time goes.")
-# Wide when not a terminal, so piped output is never cut to 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 _state = {"debug": False}
-
-
-class _Status:
-    """Progress of a long command: a live bar on stderr when stdout is a terminal; otherwise (a log, a pipe)
-    one plain line per event on stdout, with the seconds since the start, so a log shows where a run is."""
-
-    def __init__(self, title: str, total: int | None = None):
-        self.title, self.total, self.live = title, total, sys.stdout.isatty()
-        self.t0 = 0.0
-
-    def __enter__(self) -> "_Status":
-        import time
-
-        self.t0 = time.perf_counter()
-        if self.live:
-            columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
-            if self.total:
-                columns.append(TextColumn("{task.completed}/{task.total}"))
-            self.bar = Progress(*columns, TimeElapsedColumn(), console=err, transient=True)
-            self.bar.__enter__()
-            self.task = self.bar.add_task(self.title, total=self.total)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.bar.__exit__(*exc)
-
-    def update(self, description: str, advance: bool = False) -> None:
-        import time
-
-        if self.live:
-            self.bar.update(self.task, advance=1 if advance else 0, description=description)
-        else:
-            print(f"[{time.perf_counter() - self.t0:7.1f} s] {description}", flush=True)
 
 
 @app.callback()
@@ -107,12 +73,13 @@ def run_cmd(
                                              "a100 | h100 | h200 | local."),
 ) -> None:
     """Run one workload, measure it, store the run and print its breakdown."""
-    from genprof import api
+    from genprof import api, store
 
     spec = api.make_spec(workload, size=size, batch=batch, steps=steps, tokens=tokens, repeats=repeats,
                          warmup=warmup, mode=mode, device=device, dtype=dtype, optimizations=opt, params=set_,
                          weights=str(weights) if weights else None, record_trace=trace_file, seed=seed, threads=threads,
                          ci_target=ci_target, budget_s=budget)
+    store.check_out(out_dir)
     api.validate(spec)
     if project_hw is not None:
         from genprof.roofline.hardware import canonical_name
@@ -121,7 +88,7 @@ def run_cmd(
         if mode != "trace":
             raise GenprofError("--project needs the op table: use --mode trace")
     total = None if ci_target else warmup + repeats + (1 if mode == "trace" else 0)
-    with _Status(f"{workload} ({size}): building", total) as status:
+    with Status(f"{workload} ({size}): building", total) as status:
         res = api.run(spec, out=out_dir, progress=lambda what: status.update(f"{workload} ({size}): {what}", True))
     out.print(f"run: {res.path}")
     if not res.ok:
@@ -129,20 +96,10 @@ def run_cmd(
         if _state["debug"]:
             err.print(res.meta.get("traceback", ""))
         raise typer.Exit(1)
-    _print_run(res.meta, res.ops)
-    _warn_unstable(res.meta)
+    print_run(res.meta, res.ops)
+    warn_unstable(res.meta)
     if project_hw is not None:
-        _project(res.path, project_hw, None, None, None, None, threads)
-
-
-def _warn_unstable(meta: dict) -> None:
-    """One warning line on stderr for a run outside the stability bounds (and one per interference sign)."""
-    st = (meta.get("summary") or {}).get("stability") or {}
-    name = f"{meta.get('run_id', '')}: "
-    if st.get("verdict") == "unstable":
-        print(f"warning: {name}unstable timing: {'; '.join(st.get('reasons', []))}", file=sys.stderr)
-    for w in st.get("warnings", []):
-        print(f"warning: {name}{w}", file=sys.stderr)
+        project(res.path, project_hw, None, None, None, None, threads)
 
 
 @app.command("project")
@@ -165,66 +122,11 @@ def project_cmd(
 ) -> None:
     """Predict the run's time on a hardware profile: roofline per op, summed per family and phase; on a
     GPU also host time, combined time and the verdict per phase, eager and what-if."""
-    _project(run_dir, hw, eff_compute, eff_memory, precision, out_proj, threads, host, launch_us)
-
-
-def _project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out_proj, threads,
-             host_name=None, launch_us=None) -> None:
-    from genprof import store
-    from genprof.roofline import get_profile, project_run, summarize
-    from genprof.roofline.hardware import canonical_name
-    from genprof.roofline.project import comparable
-
-    meta = store.read_run(run_dir)
-    if canonical_name(hw_name) == "local" and threads is None:
-        threads = (meta.get("environment") or {}).get("torch_threads")
-    hw = get_profile(hw_name, threads=threads).with_overrides(eff_compute=eff_compute, eff_memory=eff_memory)
-    proj, meta = project_run(run_dir, hw, precision)
-    measured = comparable(meta, hw)
-    prec = str(proj["precision"].iloc[0]) if len(proj) else "-"
-    out.print(f"projection on {hw.label}: {hw.flops(prec) / 1e12:.4g} TFLOP/s ({prec}, eff {hw.eff_compute:.2f}), "
-              f"{hw.bandwidth / 1e9:.4g} GB/s (eff {hw.eff_memory:.2f}), ridge {hw.ridge(prec):.3g} FLOP/byte"
-              + (f", launch {hw.launch_s * 1e6:.3g} us/kernel" if hw.kind == "gpu" else
-                 f", dispatch {hw.op_overhead_s * 1e6:.3g} us/op"))
-    for by, title in (("family", "projected time by operator family (per repeat)"),
-                      ("phase", "projected time by phase (per repeat)")):
-        s = summarize(proj, by)
-        t = Table(title=title)
-        cols = [by, "projected s", "share", "compute-bound", "GFLOP", "MB moved"] + (
-            ["measured s", "error"] if measured else [])
-        for c in cols:
-            t.add_column(c, justify="left" if c == by else "right")
-        for r in s.itertuples():
-            row = [str(getattr(r, by)), f"{r.time_s:.4g}", f"{100 * r.share:.1f}%",
-                   "—" if r.compute_fraction != r.compute_fraction else f"{100 * r.compute_fraction:.0f}%",
-                   f"{r.flops / 1e9:.4g}", f"{r.bytes / 1e6:.4g}"]
-            if measured:
-                err_ = f"{100 * (r.time_s / r.measured_s - 1):+.0f}%" if r.measured_s > 0 else "—"
-                row += [f"{r.measured_s:.4g}", err_]
-            t.add_row(*row)
-        out.print(t)
-    if not measured:
-        out.print("(no measured time beside it: the run was not measured on this hardware)")
-    if hw.kind == "gpu":
-        from genprof.roofline import host as H, overlap
-
-        if launch_us is not None and not 0 <= launch_us < 1e6:
-            raise GenprofError(f"--launch-us must be in [0, 1000000) microseconds, got {launch_us:g}")
-        hp = H.load_host(host_name).with_overrides(launch_s=None if launch_us is None else launch_us * 1e-6)
-        ops = store.read_table(run_dir, store.OPS)
-        _print_df(f"host and device per phase ({hp.label}, launch {hp.launch_s * 1e6:.3g} us/kernel; "
-                  "docs/roofline.md)", overlap.report(ops, hw, hp, meta["spec"].get("dtype"), precision=precision))
     if out_proj is not None:
-        from genprof.reports import figures as F
+        from genprof.store import check_out
 
-        out_proj.mkdir(parents=True, exist_ok=True)
-        proj.to_parquet(out_proj / "projection.parquet", index=False)
-        written = [out_proj / "projection.parquet"]
-        try:
-            written += F.save(F.roofline(proj, profiles=[hw]), out_proj / "roofline")
-        except F.NoData as e:
-            out.print(f"roofline figure not drawn: {e}")
-        out.print("wrote: " + ", ".join(str(w) for w in written))
+        check_out(out_proj)
+    project(run_dir, hw, eff_compute, eff_memory, precision, out_proj, threads, host, launch_us)
 
 
 @app.command("host-profile")
@@ -244,18 +146,16 @@ def host_profile_cmd(
     for n in only:
         if n not in api.SUITE:
             raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True) as bar:
-        task = bar.add_task("host profile")
+    with Status("host profile") as status:
         prof, cal = host.measure_host_profile(tuple(only) or None, repeats=repeats,
                                               command="genprof " + " ".join(sys.argv[1:]),
-                                              on_start=lambda n: bar.update(task, description=f"measuring {n}"))
+                                              on_start=lambda n: status.update(f"host profile: measuring {n}"))
     path = save_host(prof, out_file or HOSTS_DIR / f"{prof.name}.json")
     m = prof.measured_on
     out.print(f"{prof.cpu}: {len(prof.op_s)} op kinds, median {prof.default_op_s * 1e6:.3g} us/op, traced/plain "
               f"{prof.calibration['recorded_over_plain']:.2f}; load average {m['load_average_before']} -> {m['load_average_after']} on {os.cpu_count()} "
               f"CPU(s); {m['seconds']} s")
-    _print_df("checks against plain CPU time (error = predicted / measured - 1)", cal["checks"])
+    print_df("checks against plain CPU time (error = predicted / measured - 1)", cal["checks"])
     out.print(f"wrote: {path}")
 
 
@@ -288,7 +188,11 @@ def paper_cmd(
             raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
     api.make_spec(names[0], size=size)  # validates the size
     doc = doc or out_dir / "paper.md"
-    with _Status("paper: counting") as status:
+    from genprof.store import check_out
+
+    check_out(out_dir)
+    check_out(doc, "--doc", folder=False)
+    with Status("paper: counting") as status:
         counted = paper.count_suite(out_dir / f"count-{size}", size=size, names=names,
                                     on_start=lambda n: status.update(f"paper: counting {n} ({size}, meta)"))
         roots = list(runs)
@@ -308,7 +212,7 @@ def paper_cmd(
         result = paper.build_paper(counted, roots, attention_doc, size=size)
     cmd = "genprof " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["paper"] else "genprof paper"
     written = paper.write_paper(result, doc, out_dir / "paper.html", [*roots, out_dir / f"count-{size}"], cmd, size)
-    _print_df("the study's headline claims", result["headline"])
+    print_df("the study's headline claims", result["headline"])
     for n, r in result["failed"].items():
         out.print(f"not counted: {n}: {r}", markup=False, highlight=False)
     out.print("wrote: " + ", ".join(str(w) for w in written))
@@ -332,9 +236,9 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
             raise GenprofError(f"{run_dir} is a timing-mode run: it has no op table; rerun with --mode trace")
         from genprof.reports import seq_profile
 
-        _print_df("attention sequence lengths (first repeat)", seq_profile(ops, per_step=per_step))
+        print_df("attention sequence lengths (first repeat)", seq_profile(ops, per_step=per_step))
         return
-    _print_run(meta, ops)
+    print_run(meta, ops)
 
 
 @app.command("import")
@@ -349,7 +253,7 @@ def import_cmd(traces: List[Path] = typer.Argument(..., help="Trace files (.json
     for res in done:
         out.print(f"run: {res.path}")
         if len(done) == 1:
-            _print_run(res.meta, res.ops)
+            print_run(res.meta, res.ops)
 
 
 @app.command("report")
@@ -358,7 +262,9 @@ def report_cmd(roots: List[Path] = typer.Argument(..., help="Run directories or 
                title: str = typer.Option("genprof report", help="Page title.")) -> None:
     """Write one self-contained HTML report (figures embedded, no network) over every run below ROOTS."""
     from genprof.reports.html import write_report
+    from genprof.store import check_out
 
+    check_out(out_file, folder=False)
     out.print(f"report: {write_report(roots, out_file, title=title)}")
 
 
@@ -373,6 +279,12 @@ def compare_cmd(run_dirs: List[Path] = typer.Argument(..., help="Two or more run
     if len(run_dirs) < 2:
         raise GenprofError("compare needs two or more run directories; the first is the baseline")
     metas = [store.read_run(d) for d in run_dirs]
+    seen: dict[str, Path] = {}
+    for d, m in zip(run_dirs, metas):
+        if m["run_id"] in seen:
+            raise GenprofError(f"{seen[m['run_id']]} and {d} are the same run ({m['run_id']}); "
+                               "compare needs different runs")
+        seen[m["run_id"]] = d
     tables = []
     for d, m in zip(run_dirs, metas):
         t = store.read_table(d, store.OPS)
@@ -384,32 +296,23 @@ def compare_cmd(run_dirs: List[Path] = typer.Argument(..., help="Two or more run
         if t is not None:
             tables.append(t)
     e2e = end_to_end(metas)
-    _print_df("end to end (median of repeats; speedup = baseline / run; significant = the medians' 95% "
+    print_df("end to end (median of repeats; speedup = baseline / run; significant = the medians' 95% "
               "intervals do not overlap)", e2e[["run_id", "optimizations", "mode", "total_median_s", "ci_low_s",
                                                 "ci_high_s", "n", "speedup", "significant", "stability"]])
     for m in metas:
-        _warn_unstable(m)
+        warn_unstable(m)
     for r in e2e.itertuples():
         if r.significant == "yes" and r.speedup < 1:
             print(f"note: {r.run_id} ({r.optimizations}) is slower than the baseline: {r.speedup:.3g}x",
                   file=sys.stderr)
     if len(tables) >= 2:
         ops = pd.concat(tables, ignore_index=True)
-        _print_df("per operator family", compare(ops, "family").drop(columns=["run_id"]))
+        print_df("per operator family", compare(ops, "family").drop(columns=["run_id"]))
         att = ops[ops["family"] == "Attention"]
         if att["run_id"].nunique() >= 2:
-            _print_df("attention, per kind", compare(att, "attention_kind").drop(columns=["run_id"]))
+            print_df("attention, per kind", compare(att, "attention_kind").drop(columns=["run_id"]))
     else:
         out.print("(per-family comparison needs trace-mode runs)")
-
-
-def _print_df(title: str, df) -> None:
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")
-    for row in df.itertuples(index=False):
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    out.print(t)
 
 
 @app.command("suite")
@@ -431,8 +334,18 @@ def suite_cmd(
     for n in names:
         if n not in api.SUITE:
             raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
-    api.make_spec(names[0], size=size, repeats=repeats, warmup=warmup, mode=mode, device=device)  # validate
-    with _Status("suite", len(names)) as status:
+    from genprof.store import check_out
+
+    check_out(out_dir)
+    if report is not None:
+        check_out(report, "--report", folder=False)
+    for n in names:  # every check before anything runs: a refusal is one line, not a row of failed runs
+        try:
+            api.validate(api.make_spec(n, size=size, repeats=repeats, warmup=warmup, mode=mode, device=device,
+                                       threads=threads))
+        except GenprofError as e:
+            raise GenprofError(f"suite: {n}: {e}") from None
+    with Status("suite", len(names)) as status:
         current = {"name": "", "i": 0}
 
         def on_start(name: str) -> None:
@@ -461,6 +374,8 @@ def suite_cmd(
     if paths:
         out.print(f"report: {write_report(paths, report or out_dir / 'report.html', title=f'genprof suite ({size})')}")
     failed = [e for e in entries if e.status != "ok"]
+    for e in failed:
+        print(f"run failed: {e.workload}: {e.reason}", file=sys.stderr)
     if failed:
         raise typer.Exit(1)
 
@@ -505,8 +420,12 @@ def sweep_cmd(
 
     if executor not in ("local", "ray"):
         raise GenprofError(f"unknown executor {executor!r}; valid: local, ray")
-    if timeout is not None and timeout <= 0:
-        raise GenprofError(f"--timeout must be > 0 seconds, got {timeout:g}")
+    sw.check_timeout(timeout)
+    from genprof.store import check_out
+
+    check_out(out_dir)
+    if report is not None and not no_report:
+        check_out(report, "--report", folder=False)
     cfg = sw.load_file(file) if file else {"base": {}, "axes": {}, "workload": {}, "skip_invalid": False}
     base, axes = dict(cfg["base"]), dict(cfg["axes"])
     for name, values in (("workload", workload), ("size", size), ("optimizations", opt), ("batch", batch),
@@ -532,7 +451,7 @@ def sweep_cmd(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
-    with _Status("sweep", len(plan.specs)) as status:
+    with Status("sweep", len(plan.specs)) as status:
         done = {"n": 0}
 
         def on_event(kind: str, e) -> None:
@@ -561,95 +480,6 @@ def sweep_cmd(
         out.print(f"report: {result.report}")
     if result.any_failed:
         raise typer.Exit(1)
-
-
-def _print_run(meta: dict, ops) -> None:
-    from genprof import store
-
-    spec, summary = meta["spec"], meta["summary"]
-    measured = store.measured(meta)
-    out.print(f"{spec['workload']} size={spec['size']} batch={spec['batch']} device={spec['device']} "
-              f"dtype={spec['dtype']} mode={spec['mode']} opts={'+'.join(spec['optimizations']) or 'baseline'} "
-              + (f"repeats={summary['total'].get('n')} threads={(meta.get('environment') or {}).get('torch_threads')}"
-                 if measured else "(counted, not timed)"))
-    if not measured:
-        _print_counts(ops)
-        return
-    t = Table(title="phases (wall time over repeats)")
-    for col in ("phase", "median s", "95% CI of the median", "p10 s", "p90 s", "MAD s", "steps"):
-        t.add_column(col, justify="right" if col != "phase" else "left")
-    for ph, s in list(summary["phases"].items()) + [("total", summary["total"])]:
-        nsteps = summary["steps"].get(ph, {}).get("steps_per_repeat", "")
-        ci = f"{s['ci_low_s']:.4f}–{s['ci_high_s']:.4f} ({100 * s['ci_level']:.0f}%)" if "ci_low_s" in s else "—"
-        t.add_row(ph, f"{s['median_s']:.4f}", ci, f"{s['p10_s']:.4f}", f"{s['p90_s']:.4f}",
-                  f"{s.get('mad_s', s['stdev_s']):.4f}", str(nsteps))
-    out.print(t)
-    st = summary.get("stability")
-    if st:
-        util = st.get("cpu_utilization") or []
-        detail = f"MAD {100 * st['rel_mad']:.1f}% of the median" + (
-            f", CPU busy {100 * min(util):.0f}-{100 * max(util):.0f}% per thread" if util else "")
-        out.print(f"timing: {st['verdict']} ({detail})" if st["verdict"] == "stable" else
-                  f"timing: UNSTABLE: {'; '.join(st['reasons'])}", markup=False, highlight=False)
-    for k, v in summary.get("derived", {}).items():
-        out.print(f"{k}: {v:.6g}")
-    if ops is not None and len(ops):
-        from genprof.reports import breakdown
-
-        fam = breakdown(ops, "family")
-        t = Table(title="time by operator family (mean over repeats)")
-        for col in ("family", "time s", "share", "GFLOP", "MB moved"):
-            t.add_column(col, justify="right" if col != "family" else "left")
-        for r in fam.itertuples():
-            t.add_row(r.family, f"{r.time_s:.4f}", f"{100 * r.share:.1f}%", f"{r.flops / 1e9:.3f}",
-                      f"{r.bytes / 1e6:.1f}")
-        out.print(t)
-        _print_gpu(ops, summary.get("gpu") or {})
-        _print_unclassified(summary)
-    mem = summary.get("memory", {})
-    if "peak_device_bytes" in mem:
-        out.print(f"peak device memory: {mem['peak_device_bytes'] / 2**20:.1f} MiB")
-    if "peak_rss_bytes" in mem:
-        out.print(f"peak RSS of the process (measured repeats): {mem['peak_rss_bytes'] / 2**20:.1f} MiB")
-    if "peak_rss_growth_bytes" in mem:  # imported traces measured no memory
-        out.print(f"RSS growth during the measured repeats: {mem['peak_rss_growth_bytes'] / 2**20:.1f} MiB")
-
-
-def _print_counts(ops) -> None:
-    """A meta-device run: what it counted (FLOPs, bytes, calls), never a time."""
-    out.print("meta device: FLOPs, bytes and shapes counted; nothing timed "
-              "(`genprof project RUN --hw h100` predicts times from these counts)")
-    if ops is None or not len(ops):
-        return
-    for by in ("family", "phase"):
-        g = ops[ops["family"] != "Overhead"].groupby(by)[["calls", "flops", "bytes"]].sum()
-        t = Table(title=f"counts by {by} (one pass)")
-        for col in (by, "calls", "GFLOP", "MB moved", "FLOP/byte"):
-            t.add_column(col, justify="right" if col != by else "left")
-        for name, r in g.sort_values("flops", ascending=False).iterrows():
-            t.add_row(str(name), f"{int(r.calls)}", f"{r.flops / 1e9:.4g}", f"{r.bytes / 1e6:.4g}",
-                      f"{r.flops / r.bytes:.3g}" if r.bytes else "—")
-        out.print(t)
-
-
-def _print_unclassified(summary: dict) -> None:
-    unknown = summary.get("unclassified_ops") or []
-    if unknown:
-        out.print(f"unclassified ops (family Other): {', '.join(unknown)}")
-
-
-def _print_gpu(ops, gpu: dict) -> None:
-    """GPU time by family (from the op table) and busy time per device (from run.json), when there is any."""
-    from genprof.reports.gpu import device_families
-
-    fam = device_families(ops)
-    if fam.empty:
-        return
-    _print_df("GPU time by operator family (kernels, memcpy, memset; mean over repeats)",
-              fam.drop(columns=["run_id"]).rename(columns={"time_s": "GPU s"}))
-    for dev, d in (gpu.get("devices") or {}).items():
-        out.print(f"device {dev}: {d['sum_s']:.4g} s summed over {len(d.get('streams', {}))} stream(s), "
-                  f"busy {d['busy_s']:.4g} s (overlap {d['overlap_s']:.4g} s)")
 
 
 def main() -> None:

@@ -8,8 +8,10 @@ One directory per run under an output folder:
   kernels.parquet GPU time per kernel, stream and op (runs imported from a trace: `genprof import`)
 A run is assembled in a hidden temporary directory next to its final place and
 renamed into place in one step, so a killed run leaves no half-written
-directory (at most a `.tmp-*` folder, which readers ignore). Readers report a
-corrupt file by name instead of failing with a traceback.
+directory (at most a `.tmp-RUN@HOST@PID` folder, which readers ignore and which
+names the machine and process that own it). Every read checks the file against
+its schema (genprof.schema): a file that fails is reported by name and field, as
+a GenprofError, never as a traceback; `load_runs` skips it with a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import platform
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 import warnings
@@ -27,12 +30,30 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from genprof import schema
 from genprof.errors import GenprofError
 
 RUN_JSON, OPS, PHASES, TRACE = "run.json", "ops.parquet", "phases.parquet", "trace.json.gz"
 KERNELS = "kernels.parquet"
 TMP_PREFIX = ".tmp-"
-FORMAT_VERSION = 1
+FORMAT_VERSION = schema.FORMAT_VERSION
+MAX_RUN_JSON_BYTES = 64 << 20  # far above any run.json genprof writes (a traceback is cut at 20 kB)
+MAX_DEPTH = 64  # JSON nesting a run.json may have; genprof writes at most 6 levels
+HOST = "".join(c if c.isalnum() or c in "-._" else "_" for c in socket.gethostname()) or "localhost"
+
+
+def tmp_name(label: str) -> str:
+    """The temporary folder name of this process on this machine: `.tmp-LABEL@HOST@PID`."""
+    return f"{TMP_PREFIX}{label}@{HOST}@{os.getpid()}"
+
+
+def tmp_owner(name: str) -> tuple[str | None, int | None]:
+    """(host, pid) of a temporary folder's name; host None for the older `.tmp-LABEL-PID` names."""
+    parts = name.rsplit("@", 2)
+    if len(parts) == 3 and parts[2].isdigit():
+        return parts[1], int(parts[2])
+    pid = name.rsplit("-", 1)[-1]
+    return None, int(pid) if pid.isdigit() else None
 
 
 def new_run_id(workload: str, size: str, opt_label: str) -> str:
@@ -41,24 +62,47 @@ def new_run_id(workload: str, size: str, opt_label: str) -> str:
     return f"{workload}_{size}_{safe}_{stamp}_{secrets.token_hex(2)}"
 
 
+def check_out(path: str | os.PathLike, flag: str = "--out", folder: bool = True) -> Path:
+    """Refuse, before anything runs, an output folder (or file) that cannot be written: a file in the way,
+    a parent that is a file, a folder without write permission. One line naming the option and the path."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise GenprofError(f"{flag} {path}: a file is in the way; give a folder")
+    if not folder and path.is_dir() and path.suffix.lower() in (".html", ".htm"):
+        raise GenprofError(f"{flag} {path}: a folder is in the way; give a file name")
+    anc = path if folder else path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise GenprofError(f"{flag} {path}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise GenprofError(f"{flag} {path}: {anc} is not writable")
+    return path
+
+
 class RunWriter:
     """Assemble a run in a temporary directory; `commit()` renames it into place."""
 
     def __init__(self, out_dir: str | os.PathLike, run_id: str):
-        self.out_dir = Path(out_dir)
+        self.out_dir = check_out(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
         self.final = self.out_dir / run_id
         if self.final.exists():
             raise GenprofError(f"run directory {self.final} already exists; choose another --out")
-        self.tmp = self.out_dir / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
+        self.tmp = self.out_dir / tmp_name(run_id)
         self.tmp.mkdir()
 
     def path(self, name: str) -> Path:
         return self.tmp / name
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
-        df.to_parquet(self.tmp / name, index=False)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **schema.table_metadata(name)})
+        pq.write_table(table, self.tmp / name)
 
     def commit(self, run_json: dict[str, Any]) -> Path:
         run_json = {"format_version": FORMAT_VERSION, **run_json}
@@ -82,32 +126,67 @@ def _json_default(o: Any) -> Any:
 
 
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """run.json of one run, or a one-line GenprofError naming the bad file."""
+    """run.json of one run, checked against its schema, or a one-line GenprofError naming the file and field."""
     p = Path(run_dir) / RUN_JSON
     if not p.is_file():
         raise GenprofError(f"{run_dir} is not a genprof run directory (no {RUN_JSON})")
     try:
-        with open(p) as f:
-            data = json.load(f)
+        size = p.stat().st_size
+        if size > MAX_RUN_JSON_BYTES:
+            raise GenprofError(f"corrupt {p}: {size} bytes, more than a run.json holds ({MAX_RUN_JSON_BYTES})")
+        data = json.loads(p.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenprofError(f"corrupt {p}: {e}") from None
-    if not isinstance(data, dict) or "run_id" not in data or "status" not in data:
-        raise GenprofError(f"corrupt {p}: missing run_id or status")
-    for key in ("spec", "summary", "environment"):
-        if key in data and not isinstance(data[key], dict):
-            raise GenprofError(f"corrupt {p}: {key} is not an object")
-    return data
+    except RecursionError:
+        raise GenprofError(f"corrupt {p}: nested too deeply to read") from None
+    except OSError as e:
+        raise GenprofError(f"cannot read {p}: {e.strerror or e}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise GenprofError(f"corrupt {p}: nested more than {MAX_DEPTH} levels deep")
+    try:
+        return schema.check_run(data)
+    except schema.NewerFormat as e:
+        raise GenprofError(f"{p}: {e}") from None
+    except schema.SchemaError as e:
+        raise GenprofError(f"corrupt {p}: {e}") from None
+
+
+def _depth(data: Any) -> int:
+    """The nesting depth of parsed JSON (iterative: a deep file must not overflow the stack here either)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            break
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
 
 
 def read_table(run_dir: str | os.PathLike, name: str = OPS) -> pd.DataFrame | None:
-    """One table of a run, None if the run has none, GenprofError if it is unreadable."""
+    """One table of a run, checked against its schema: None if the run has none, GenprofError (naming the file
+    and the column) if it is unreadable or has the wrong columns."""
     p = Path(run_dir) / name
     if not p.exists():
         return None
     try:
-        return pd.read_parquet(p)
+        import pyarrow.parquet as pq
+
+        schema.check_table(name, pq.read_schema(p))
+        df = pd.read_parquet(p)
+    except schema.NewerFormat as e:
+        raise GenprofError(f"{p}: {e}") from None
+    except schema.SchemaError as e:
+        raise GenprofError(f"corrupt {p}: {e}") from None
     except Exception as e:  # pyarrow raises several types for truncated files
         raise GenprofError(f"corrupt {p}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    for col, value in schema.FILL.get(name, {}).items():
+        if col not in df.columns:
+            df[col] = value
+    return df
 
 
 def run_dirs(root: str | os.PathLike) -> list[Path]:
@@ -117,6 +196,8 @@ def run_dirs(root: str | os.PathLike) -> list[Path]:
         raise GenprofError(f"{root} does not exist")
     if (root / RUN_JSON).is_file():
         return [root]
+    if not root.is_dir():
+        raise GenprofError(f"{root} is neither a run directory nor a folder of runs")
     return sorted(p.parent for p in root.rglob(RUN_JSON)
                   if not any(part.startswith(TMP_PREFIX) for part in p.relative_to(root).parts))
 
@@ -161,9 +242,9 @@ def load_runs(root: str | os.PathLike, table: str = "ops") -> pd.DataFrame:
 
 
 def _run_record(meta: dict[str, Any], d: Path) -> dict[str, Any]:
-    spec = meta.get("spec", {})
-    summary = meta.get("summary", {})
-    total = summary.get("total", {})
+    spec = meta.get("spec") or {}
+    summary = meta.get("summary") or {}
+    total = summary.get("total") or {}
     return {
         "run_id": meta["run_id"], "path": str(d), "status": meta["status"], "reason": meta.get("reason", ""),
         "workload": spec.get("workload"), "size": spec.get("size"), "batch": spec.get("batch"),

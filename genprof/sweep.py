@@ -15,11 +15,19 @@ directory once it is committed). Run directories are committed atomically by
 `genprof.store` (assembled in `.tmp-*`, renamed), so killing a sweep at any
 moment loses no completed run and leaves no half-written run directory.
 
+One sweep per store. A sweep holds the store's lock (genprof.storelock: host,
+PID, heartbeat; recovered when its holder is gone) from indexing to the end, so
+a second sweep on the same `out` is refused instead of running every spec
+again; temporary folders of dead runs are removed only when their host and
+process say they are dead.
+
 Executors.
 - local: one run at a time, each in its own process
-  (`python -m genprof.sweep_worker SPEC_JSON OUT`). A child that crashes, is
-  killed (out of memory: SIGKILL) or passes `timeout` is recorded as a failed
-  run with the reason; the sweep goes on.
+  (`python -m genprof.sweep_worker SPEC_JSON OUT --parent PID`), which dies
+  with the sweep (genprof.sweep_worker): a sweep killed by any signal leaves
+  no run going on that a resumed sweep would run a second time. A child that
+  crashes, is killed (out of memory: SIGKILL) or passes `timeout` is recorded
+  as a failed run with the reason; the sweep goes on.
 - ray: one Ray task per run with the resources it needs (num_cpus; num_gpus=1
   for cuda). The task runs in a scratch directory on its node and returns the
   run directory's files; the driver commits them into `out` atomically, so no
@@ -34,6 +42,7 @@ import gzip
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -45,9 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from genprof import store
+from genprof import schema, store
 from genprof.errors import GenprofError
 from genprof.spec import OptSpec, RunSpec
+from genprof.storelock import StoreLock, clean_stale_tmp
 
 # Fields a sweep may set or vary, with the names a sweep file may use for them.
 FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec))
@@ -213,8 +223,14 @@ def check(spec: RunSpec, check_device: bool = True) -> None:
     (the Ray driver may have no GPU while the cluster does)."""
     from genprof import api
 
-    if not check_device and spec.device.startswith("cuda"):
-        spec = dataclasses.replace(spec, device="cpu")
+    from genprof.estimate import skipped
+
+    if not check_device:  # the run's machine is not this one: its memory is not either
+        if spec.device.startswith("cuda"):
+            spec = dataclasses.replace(spec, device="cpu")
+        with skipped():
+            api.validate(spec)
+        return
     api.validate(spec)
 
 
@@ -296,7 +312,7 @@ def check_complete(run_dir: Path, meta: Mapping[str, Any]) -> str | None:
             if name.endswith(".parquet"):
                 import pyarrow.parquet as pq
 
-                pq.read_metadata(p)
+                schema.check_table(name, pq.read_schema(p))  # whole footer, and the columns readers need
             elif name.endswith(".gz"):
                 with gzip.open(p, "rb") as f:
                     while f.read(1 << 20):
@@ -349,33 +365,6 @@ def index(out: str | os.PathLike, notes: list[str] | None = None) -> dict[str, S
         else:
             slot.failed.append(d)
     return found
-
-
-def clean_stale_tmp(out: str | os.PathLike) -> list[Path]:
-    """Remove `.tmp-*` folders left by killed runs of this machine (their process is gone)."""
-    removed = []
-    out = Path(out)
-    if not out.is_dir():
-        return removed
-    for p in out.iterdir():
-        if not (p.is_dir() and p.name.startswith(store.TMP_PREFIX)):
-            continue
-        pid_text = p.name.rsplit("-", 1)[-1]
-        if pid_text.isdigit() and _alive(int(pid_text)):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -482,7 +471,7 @@ def _supersede(old: Iterable[Path], keep: Path | None) -> None:
     for d in old:
         if keep is not None and d.resolve() == keep.resolve():
             continue
-        gone = d.parent / f"{store.TMP_PREFIX}superseded-{d.name}-{os.getpid()}"
+        gone = d.parent / store.tmp_name(f"superseded-{d.name}")
         try:
             os.rename(d, gone)
         except OSError:
@@ -500,11 +489,28 @@ def run_sweep(specs: list[RunSpec], out: str | os.PathLike = "runs", executor: s
     """
     if executor not in ("local", "ray"):
         raise GenprofError(f"unknown executor {executor!r}; valid: local, ray")
+    check_timeout(timeout)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GenprofError(f"--out {out} is a file; give a folder for the run store")
     out.mkdir(parents=True, exist_ok=True)
     notes = notes if notes is not None else []
-    if executor == "local":
-        clean_stale_tmp(out)
+    with StoreLock(out) as lock:
+        if lock.recovered:
+            notes.append(f"took over the store's lock from a sweep that is gone ({lock.recovered})")
+        return _locked_sweep(specs, out, executor, retry_failed, timeout, on_event, report, ray_address,
+                             cpus_per_run, notes)
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise GenprofError(f"--timeout must be a finite number of seconds > 0, got {timeout!r}")
+
+
+def _locked_sweep(specs: list[RunSpec], out: Path, executor: str, retry_failed: bool, timeout: float | None,
+                  on_event: Event | None, report: str | os.PathLike | None | bool, ray_address: str | None,
+                  cpus_per_run: float | None, notes: list[str]) -> SweepResult:
+    clean_stale_tmp(out)
     entries, stored = plan(specs, out, retry_failed, notes)
     todo = [e for e in entries if e.status == "pending"]
     for e in entries:
@@ -533,7 +539,9 @@ def run_sweep(specs: list[RunSpec], out: str | os.PathLike = "runs", executor: s
 
 
 def worker_command(spec: RunSpec, out: Path) -> list[str]:
-    return [sys.executable, "-m", "genprof.sweep_worker", json.dumps(spec.to_dict()), str(out)]
+    """The worker of one run: it dies with this process, and skips the memory check this process made."""
+    return [sys.executable, "-m", "genprof.sweep_worker", json.dumps(spec.to_dict()), str(out),
+            "--parent", str(os.getpid())]
 
 
 def _run_local(todo: list[Entry], out: Path, timeout: float | None, on_event: Event | None) -> None:
@@ -548,7 +556,8 @@ def _run_local(todo: list[Entry], out: Path, timeout: float | None, on_event: Ev
 
 
 def _run_one_local(e: Entry, out: Path, timeout: float | None) -> None:
-    # Same process group as the sweep: killing the sweep's group kills the run too.
+    # Same process group as the sweep: killing the sweep's group kills the run too; killing the sweep
+    # alone kills it as well (the worker asks the kernel for SIGKILL when its parent dies).
     proc = subprocess.Popen(worker_command(e.spec, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace")
     try:
@@ -695,4 +704,4 @@ def _run_ray(todo: list[Entry], out: Path, on_event: Event | None, address: str 
 
 
 __all__ = ["Sweep", "SweepResult", "Entry", "expand", "load_file", "spec_key", "run_sweep", "index", "plan",
-           "parse_opts", "install_run", "resources"]
+           "parse_opts", "install_run", "resources", "clean_stale_tmp", "check_timeout"]

@@ -69,3 +69,29 @@ def imported_runs(tmp_path_factory) -> dict[str, Path]:
     paths = [Path(line.split("run: ", 1)[1].strip()) for line in r.stdout.splitlines() if line.startswith("run: ")]
     assert len(paths) == 3, r.stdout
     return {"ddp": paths[0], "rank0": paths[1], "rank1": paths[2], "out": out}
+
+
+def run_cli_inproc(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process, through `genprof.cli.main` (the entry point's own exit codes and error lines),
+    with typer's CliRunner capturing the streams: for cases about parsing and checks, where a new process
+    (about 2 s of imports) adds nothing."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from genprof import cli
+
+    term = signal.getsignal(signal.SIGTERM)  # `sweep` installs a handler; keep the test process's
+    code = 0
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            cli.main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            cli._state["debug"] = False
+            signal.signal(signal.SIGTERM, term)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess(["genprof", *args], code, stdout, stderr)

@@ -65,8 +65,9 @@ def test_unknown_size_mode_and_option_are_refused_with_exit_2(tmp_path):
 
 
 def test_a_run_that_raises_is_stored_as_failed_and_exits_1(tmp_path):
-    weights = tmp_path / "empty-weights"
+    weights = tmp_path / "broken-weights"  # passes the checks made before running; fails when loaded
     weights.mkdir()
+    (weights / "config.json").write_text("{")
     r = run_cli("run", "llm", "--weights", str(weights), "--out", str(tmp_path / "runs"))
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and "run failed" in r.stderr

@@ -120,46 +120,181 @@ def test_cli_sweep_runs_each_in_its_own_process_then_skips_them(tmp_path):
     print(f"\nlocal sweep of 2 runs: {elapsed:.1f} s")
 
 
-def test_kill_the_sweep_at_any_moment_then_resume(tmp_path):
-    """SIGKILL the whole sweep (parent and its worker) mid-way; resuming completes every run exactly once."""
+def _dead(p) -> bool:
+    """Gone, or a zombie: dead but not yet reaped (its new parent may never reap it)."""
+    import psutil
+
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_kill_only_the_sweep_then_resume_at_once(tmp_path):
+    """SIGKILL the sweep's own process (not its group) while a worker is inside a run, and resume at once:
+    the worker died with the sweep, the lock of the dead sweep is taken over, and every spec ends with
+    exactly one complete run directory (an orphaned worker used to commit a second one)."""
+    import psutil
+
     out = tmp_path / "runs"
-    args = [genprof_exe(), "sweep", *CHEAP, "--batch", "1", "--batch", "2", "--batch", "3",
-            "--tokens", "2", "--tokens", "3", "--out", str(out), "--no-report"]
-    specs = sw.expand(CHEAP_BASE, {"batch": [1, 2, 3], "tokens": [2, 3]}).specs
-    assert len(specs) == 6
+    axes = ["--batch", "1", "--batch", "2", "--tokens", "2", "--tokens", "3"]
+    specs = sw.expand(CHEAP_BASE, {"batch": [1, 2], "tokens": [2, 3]}).specs
+    assert len(specs) == 4
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([genprof_exe(), "sweep", *CHEAP, *axes, "--out", str(out), "--no-report"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not _committed(out):
+        # one run committed and the next worker inside its run (its .tmp-* folder exists)
+        while not (_committed(out) and any(n.startswith(store.TMP_PREFIX) for n in os.listdir(out))):
             assert proc.poll() is None, "the sweep ended before it could be killed"
             assert time.monotonic() < deadline, "no run finished in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(0.02)
+        workers = psutil.Process(proc.pid).children()
+        assert workers
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone
         proc.wait()
+        for w in workers:  # the kernel kills them with their parent
+            psutil.wait_procs([w], timeout=10)
+            assert _dead(w), f"worker {w.pid} outlived its sweep"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group, if the test failed
+        except ProcessLookupError:
+            pass
     before = len(_run_dirs(out))
-    assert 1 <= before < 6
-    for d in _run_dirs(out):  # what was committed before the kill is whole
-        assert (d / store.OPS).is_file() and (d / store.PHASES).is_file()
-    r = run_cli("sweep", *CHEAP, "--batch", "1", "--batch", "2", "--batch", "3", "--tokens", "2", "--tokens", "3",
-                "--out", str(out), "--no-report")
+    assert 1 <= before < 4
+    r = run_cli("sweep", *CHEAP, *axes, "--out", str(out), "--no-report")
     assert r.returncode == 0, r.stderr
-    assert f"skipped: {before}" in r.stdout and f"done: {6 - before}" in r.stdout
+    assert f"skipped: {before}" in r.stdout and f"done: {4 - before}" in r.stdout
+    assert "took over the store's lock from a sweep that is gone" in r.stdout
     _assert_complete_once(out, specs)
-    print(f"\nkill + resume of 6 runs: {time.perf_counter() - t0:.1f} s ({before} done before the kill)")
+    print(f"\nkill + resume of 4 runs: {time.perf_counter() - t0:.1f} s ({before} done before the kill)")
+
+
+def test_a_second_sweep_on_the_same_store_is_refused(tmp_path):
+    from genprof.storelock import StoreLock
+
+    out = tmp_path / "runs"
+    with StoreLock(out):  # this process is the sweep running on `out`
+        r = run_cli("sweep", *CHEAP, "--tokens", "2", "--out", str(out))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"is in use by another sweep (host {store.HOST}, pid {os.getpid()}" in r.stderr
+    assert _run_dirs(out) == []
+
+
+LOCK_CASES = [
+    # (id, holder written in the lock file ({pid}/{started}: a live process of this host), its age in s, taken)
+    ("this-host-process-gone", {"host": "{host}", "pid": 999_999_999}, 0, True),
+    ("this-host-process-alive", {"host": "{host}", "pid": "{pid}", "started": "{started}"}, 0, False),
+    ("this-host-pid-reused", {"host": "{host}", "pid": "{pid}", "started": 1.0}, 0, True),
+    ("other-host-recent-heartbeat", {"host": "elsewhere", "pid": 1}, 10, False),
+    ("other-host-stale-heartbeat", {"host": "elsewhere", "pid": 1}, 10_000, True),
+    ("unreadable-recent", "{not json", 10, False),
+    ("unreadable-stale", "{not json", 10_000, True),
+]
+
+
+@pytest.mark.parametrize("holder,age,taken", [c[1:] for c in LOCK_CASES], ids=[c[0] for c in LOCK_CASES])
+def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(holder, age, taken, tmp_path):
+    """The store lock knows its holder's host: a PID is judged on its own host only (with its start time,
+    against reuse); another host's lock by its heartbeat."""
+    import psutil
+
+    from genprof.storelock import LOCK_NAME, StoreLock
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fill = {"{host}": store.HOST, "{pid}": live.pid, "{started}": psutil.Process(live.pid).create_time()}
+        if isinstance(holder, dict):
+            holder = json.dumps({k: fill.get(v, v) if isinstance(v, str) else v for k, v in holder.items()})
+        lock = tmp_path / LOCK_NAME
+        lock.write_text(holder)
+        os.utime(lock, (time.time() - age, time.time() - age))
+        if taken:
+            with StoreLock(tmp_path) as held:
+                assert held.recovered and json.loads(lock.read_text())["pid"] == os.getpid()
+            assert lock.read_text() == ""  # released: emptied, never deleted
+        else:
+            with pytest.raises(GenprofError, match="is in use by another sweep"):
+                StoreLock(tmp_path).acquire()
+            assert lock.read_text() == holder  # left as it was
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_temporary_folders_are_removed_only_when_their_host_says_their_process_is_gone(tmp_path):
+    from genprof.storelock import STALE_TMP_S, clean_stale_tmp
+
+    old = time.time() - STALE_TMP_S - 60
+    folders = {  # name -> (age in s, removed)
+        f".tmp-a@{store.HOST}@999999999": (None, True),  # this host, process gone
+        f".tmp-b@{store.HOST}@{os.getpid()}": (None, False),  # this host, running
+        ".tmp-c@elsewhere@1": (None, False),  # another host: cannot tell, recent
+        ".tmp-d@elsewhere@1": (old, True),  # another host, untouched for days
+        ".tmp-e-999999999": (None, False),  # an older name without a host: like another host's
+        ".tmp-f-999999999": (old, True),
+    }
+    for name, (age, _) in folders.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ops.parquet").write_text("x")
+        if age is not None:
+            for p in (tmp_path / name / "ops.parquet", tmp_path / name):
+                os.utime(p, (age, age))
+    removed = {p.name for p in clean_stale_tmp(tmp_path)}
+    assert removed == {n for n, (_, gone) in folders.items() if gone}
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, (_, gone) in folders.items() if not gone}
+
+
+@pytest.mark.parametrize("way", ["prctl", "watch"])
+def test_a_worker_dies_with_its_parent(way, tmp_path):
+    """Both ways of genprof.sweep_worker.die_with_parent: the kernel's (Linux) and the watching thread."""
+    if way == "prctl" and not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    worker = Path(__file__).resolve().parent.parent / "genprof" / "sweep_worker.py"
+    child = ("import importlib.util, os, sys, time\n"
+             f"if {way!r} == 'watch': sys.platform = 'other'\n"
+             f"spec = importlib.util.spec_from_file_location('w', {str(worker)!r})\n"
+             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+             "m.die_with_parent(int(sys.argv[1]))\n"
+             "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
+             "time.sleep(60)\n")
+    parent = ("import os, subprocess, sys, time\n"
+              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2]])\n"
+              "time.sleep(60)\n")
+    pidfile = tmp_path / "pid"
+    proc = subprocess.Popen([sys.executable, "-c", parent, child, str(pidfile)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        import psutil
+
+        child_proc = psutil.Process(int(pidfile.read_text()))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        psutil.wait_procs([child_proc], timeout=5)
+        assert _dead(child_proc)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_failed_run_is_kept_skipped_on_resume_and_retried_on_request(tmp_path):
-    empty = tmp_path / "empty-weights"
-    empty.mkdir()
+    broken = tmp_path / "broken-weights"  # passes the checks made before running; fails when loaded
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
     f = tmp_path / "s.toml"
     f.write_text(f'[base]\nworkload = "llm"\nsize = "tiny"\ntokens = 2\nrepeats = 1\nwarmup = 0\n'
-                 f'weights = "{empty}"\n')
+                 f'weights = "{broken}"\n')
     out = tmp_path / "runs"
     r = run_cli("sweep", "--file", str(f), "--out", str(out), "--no-report")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "done: 0  failed: 1  skipped: 0" in r.stdout and "config.json" in r.stdout
+    assert "done: 0  failed: 1  skipped: 0" in r.stdout and "config.json" in r.stdout, r.stdout
     (first,) = _run_dirs(out)
     r = run_cli("sweep", "--file", str(f), "--out", str(out), "--no-report")
     assert r.returncode == 1 and "skipped: 1 (1 failed before" in r.stdout

@@ -118,3 +118,19 @@ class Prepack(RaggedToggle):
 
     def params(self) -> dict[str, Any]:
         return {"bin": self._int("bin", None)}
+
+    def check(self, spec: Any, workload: Any) -> None:
+        """A bin shorter than the longest prompt is refused before anything runs."""
+        super().check(spec, workload)
+        size = self._int("bin", None)
+        if size is None or spec.weights:  # real weights: the model's positions (and so the lengths) are not known
+            return
+        from genprof.workloads.params import LLAMA_POSITIONS
+
+        info = {"batch": spec.batch, "decode_tokens": spec.tokens or workload.config(spec)["tokens"]}
+        preset = self.option("prompts", default="mmlu")
+        longest = max(R.lengths(preset, self.n_requests(info), self._int("seed", 0, low=0),
+                                LLAMA_POSITIONS - self.out_len(info)))
+        if size < longest:
+            raise GenprofError(f"prepack:bin={size} is smaller than the longest prompt ({longest} tokens of "
+                               f"prompts={preset}); use bin >= {longest}, or leave bin out (the longest prompt)")

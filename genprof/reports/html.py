@@ -687,6 +687,9 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
     roots = [Path(r) for r in roots]
     d = _load(roots)
     runs = d["runs"]
+    if runs.empty:  # an empty page would look like a report of nothing measured
+        where = ", ".join(map(str, roots))
+        raise GenprofError(f"no readable genprof run below {where}" + (f" ({d['notes'][0]})" if d["notes"] else ""))
     labels = F.run_labels(runs) if not runs.empty else {}
     order = F.run_order(runs) if not runs.empty else []
     for key in ("ops", "phases"):
@@ -749,7 +752,7 @@ def write_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, out: st
 
     Corrupt runs are skipped with a visible note naming the file; failed runs
     are listed with their reasons; timing-mode runs (no op table) contribute
-    their phase statistics. Raises GenprofError when a root does not exist.
+    their phase statistics. Raises GenprofError when a root does not exist or holds no readable run.
     """
     html = render_report(roots, title=title, roofline=roofline)
     out = Path(out)

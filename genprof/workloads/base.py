@@ -12,13 +12,15 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
 
 from genprof.errors import GenprofError, unknown_choice
 from genprof.phases import NullPhases, Phases  # noqa: F401  (re-exported for workload modules)
 from genprof.spec import RunSpec
+from genprof.workloads import params
+from genprof.workloads.params import Bound
 
 
 @dataclass
@@ -98,6 +100,8 @@ class Workload(abc.ABC):
     # What --steps / --tokens count for this workload: one applies, the other is refused.
     counted_by: str = "steps"  # "steps" or "tokens"
     count_meaning: str = "denoising steps"
+    # Limits the presets cannot tell (genprof.workloads.params): {"steps": SCHEDULER_STEPS, ...}
+    bounds: ClassVar[dict[str, Bound]] = {}
 
     def max_count(self, p: dict[str, Any]) -> int | None:
         """The largest --steps/--tokens the preset allows (None: no limit)."""
@@ -128,6 +132,9 @@ class Workload(abc.ABC):
     def check(self, spec: RunSpec) -> None:
         """Refuse a spec this workload cannot run, with a clear message."""
         p = self.config(spec)
+        params.check(self, spec)
+        if spec.weights is not None:
+            check_weights_dir(spec.weights)
         other = "tokens" if self.counted_by == "steps" else "steps"
         if getattr(spec, other) is not None:
             raise GenprofError(f"--{other} does not apply to {self.name}; "
@@ -202,6 +209,18 @@ def load_scheduler(cls: Any, weights: str | None, sub: str = "scheduler", **defa
 
     d = os.path.join(weights, sub) if weights else ""
     return cls.from_pretrained(d) if d and os.path.isdir(d) else cls(**defaults)
+
+
+def check_weights_dir(path: str) -> None:
+    """A --weights path must be a directory with something in it (each workload checks its own layout)."""
+    import os
+
+    if not os.path.exists(path):
+        raise GenprofError(f"--weights {path}: the directory does not exist")
+    if not os.path.isdir(path):
+        raise GenprofError(f"--weights {path}: not a directory; give the folder of a save_pretrained checkpoint")
+    if not os.listdir(path):
+        raise GenprofError(f"--weights {path}: the directory is empty; give the folder of a save_pretrained checkpoint")
 
 
 def require_weights_dir(path: str, *subdirs: str) -> None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, count_parameters, load_scheduler, load_subfolders,
                                     make_parts, torch_dtype)
+from genprof.workloads.params import SCHEDULER_STEPS
 from genprof.workloads.registry import register
 
 # What every IF UNet shares (diffusers' convert_if.py and the IF-I / IF-II configs).
@@ -158,6 +159,7 @@ class Imagen(Workload):
                 "+ 64->256 super-resolution UNet")
     phases = ("text_encoder", "denoise", "super_resolution")
     presets = PRESETS
+    bounds = {"steps": SCHEDULER_STEPS, "sr_steps": SCHEDULER_STEPS}
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

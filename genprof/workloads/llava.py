@@ -43,6 +43,7 @@ from genprof.errors import GenprofError, unknown_choice
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, count_parameters, make_parts, require_weights_dir,
                                     weights_config_value)
+from genprof.workloads.params import LLAMA_POSITIONS, Bound
 from genprof.workloads.registry import register
 
 _LLAMA_7B = dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -152,6 +153,7 @@ class Llava(Workload):
     presets = PRESETS
     counted_by = "tokens"
     count_meaning = "decoded tokens"
+    bounds = {"task": Bound(choices=TASKS), "tokens": Bound(le=LLAMA_POSITIONS)}
 
     def config(self, spec: RunSpec) -> dict[str, Any]:
         p = super().config(spec)

@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from genprof.engine import DecoderEngine, Prompt
-from genprof.errors import GenprofError, unknown_choice
+from genprof.errors import GenprofError
 from genprof.spec import RunSpec
 from genprof.workloads import retrieval
 from genprof.workloads.base import (Built, Workload, count_parameters, make_parts, require_weights_dir,
                                     weights_config_value)
+from genprof.workloads.params import LLAMA_POSITIONS, Bound
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,15 +72,16 @@ class LLM(Workload):
     presets = PRESETS
     counted_by = "tokens"
     count_meaning = "decoded tokens"
+    bounds = {"task": Bound(choices=TASKS), "pairs": Bound(le=retrieval.KEYS, why="keys of the retrieval task"),
+              "prompt_len": Bound(le=LLAMA_POSITIONS), "tokens": Bound(le=LLAMA_POSITIONS)}
 
     def check(self, spec: RunSpec) -> None:
         super().check(spec)
         p = self.config(spec)
-        if p["task"] not in TASKS:
-            raise unknown_choice("llm task (--set task=...)", str(p["task"]), TASKS)
-        if p["task"] == "retrieval":
-            if not isinstance(p["pairs"], int) or not 1 <= p["pairs"] <= retrieval.KEYS:
-                raise GenprofError(f"--set pairs must be an integer in [1, {retrieval.KEYS}], got {p['pairs']!r}")
+        prompt = 2 * p["pairs"] + 2 if p["task"] == "retrieval" else p["prompt_len"]
+        if not spec.weights and prompt + (spec.tokens or p["tokens"]) > LLAMA_POSITIONS:
+            raise GenprofError(f"a prompt of {prompt} tokens plus {spec.tokens or p['tokens']} decoded is more "
+                               f"than the model's {LLAMA_POSITIONS} positions; shorten --set prompt_len or --tokens")
 
     def decoder_layers(self, spec: RunSpec) -> int:
         return weights_config_value(spec.weights, "num_hidden_layers") or \

@@ -27,6 +27,7 @@ import torch
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
                                     load_scheduler, load_subfolders, make_parts, torch_dtype)
+from genprof.workloads.params import CLIP_TEXT, SCHEDULER_STEPS
 from genprof.workloads.registry import register
 
 MS_BLOCKS = dict(down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
@@ -128,6 +129,7 @@ class MakeAVideo(Workload):
                 "and attention; CLIP text encoder; AutoencoderKL per frame)")
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
+    bounds = {"steps": SCHEDULER_STEPS, "text_len": CLIP_TEXT}
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

@@ -28,6 +28,7 @@ import torch
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, clip_text_config, count_parameters, load_subfolders,
                                     make_parts, torch_dtype, vq_model)
+from genprof.workloads.params import CLIP_TEXT
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -113,6 +114,7 @@ class Muse(Workload):
                 "MaskGIT parallel decoding")
     phases = ("text_encoder", "decode_tokens", "vq_decode")
     presets = PRESETS
+    bounds = {"text_len": CLIP_TEXT}
     counted_by = "steps"
     count_meaning = "parallel decoding steps (every step predicts every image token)"
 

@@ -138,6 +138,10 @@ class Phenaki(Workload):
     counted_by = "steps"
     count_meaning = "parallel decoding steps (all video tokens at once)"
 
+    def check(self, spec: RunSpec) -> None:
+        super().check(spec)
+        token_grid(self.config(spec)["video"])  # frames and resolution that split into tubelets and patches
+
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)
         device = torch.device(spec.device)

@@ -27,6 +27,7 @@ import torch
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
                                     load_scheduler, load_subfolders, make_parts, torch_dtype)
+from genprof.workloads.params import CLIP_TEXT, SCHEDULER_STEPS
 from genprof.workloads.registry import register
 
 SDXL_BLOCKS = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -115,6 +116,7 @@ class ProdImage(Workload):
                 "two CLIP text encoders, AutoencoderKL; 1024 px)")
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
+    bounds = {"steps": SCHEDULER_STEPS, "text_len": CLIP_TEXT}
 
     def build(self, spec: RunSpec) -> Built:
         p = self.config(spec)

@@ -19,6 +19,7 @@ import torch
 from genprof.spec import RunSpec
 from genprof.workloads.base import (Built, Phases, Workload, autoencoder_kl, clip_text_config, count_parameters,
                                     load_scheduler, load_subfolders, make_parts, torch_dtype)
+from genprof.workloads.params import CLIP_TEXT, SCHEDULER_STEPS
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -80,6 +81,7 @@ class StableDiffusion(Workload):
     stand_in = "Stable Diffusion 1.5 architecture (diffusers UNet2DConditionModel + CLIP + AutoencoderKL)"
     phases = ("text_encoder", "denoise", "decode")
     presets = PRESETS
+    bounds = {"steps": SCHEDULER_STEPS, "text_len": CLIP_TEXT}
 
     def build(self, spec: RunSpec) -> Built:
         from diffusers import DDIMScheduler
