@@ -482,12 +482,18 @@ def sweep_cmd(
         raise typer.Exit(1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     try:
-        rc = app(standalone_mode=False)  # click returns the code of a typer.Exit here
+        rc = app(args=argv, standalone_mode=False)  # click returns the code of a typer.Exit here
         sys.exit(rc if isinstance(rc, int) else 0)
     except GenprofError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a path the user gave (a run's own errors are recorded in its run directory)
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -213,11 +213,11 @@ def traced(built: Any, device: str, labels: dict[str, Any]) -> tuple[pd.DataFram
     ours = _Phases()
     recorder = _Recorder(ours)
     with torch.inference_mode(), recorder:
-        built.infer(ours)
+        built.run(ours)
     flops = _Phases()
     flops.counter = FlopCounterMode(display=False)
     with sdpa_kernel([SDPBackend.MATH]), torch.no_grad(), flops.counter:
-        built.infer(flops)
+        built.run(flops)
     flops._move(flops.where)
     return ops, Count(recorder.calls, dict(flops.flops))
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genprof.profiler import counting, replay
+from genprof.profiler import counting, replay, tracefile
 
 F32, BF16 = 4, 2
 
@@ -193,5 +193,5 @@ def test_a_chrome_trace_counts_as_the_live_profile(tmp_path):
     a, b = (t.sort_values(key)[key + ["calls", "flops", "bytes"]].reset_index(drop=True) for t in (live, from_file))
     assert a.equals(b)
     assert (a.loc[a["op"] == "aten::cat", "bytes"] == F32 * 4 * y.numel()).all()
-    assert events._concrete("0.") == 0.0 and events._concrete("[2., 2.]") == [2.0, 2.0]
-    assert events._concrete("inf") == float("inf") and events._concrete("") is None
+    assert tracefile._concrete("0.") == 0.0 and tracefile._concrete("[2., 2.]") == [2.0, 2.0]
+    assert tracefile._concrete("inf") == float("inf") and tracefile._concrete("") is None
