@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMAT_VERSION = 1  # run.json
 TABLE_VERSION = 1  # ops.parquet, phases.parquet (in the parquet metadata as `genprof.table`)
@@ -57,7 +57,8 @@ class Memory(_Model):
 class Summary(_Model):
     timer: str = ""
     mode: str = ""
-    total: Stats
+    measured: bool = True  # False: a meta-device run, which counts and times nothing (no total)
+    total: Optional[Stats] = None
     phases: dict[str, Stats] = {}
     steps: dict[str, StepStats] = {}
     memory: Memory = Memory()
@@ -70,6 +71,18 @@ class Summary(_Model):
     unclassified_ops: list[str] = []
     quality: Optional[dict[str, Any]] = None
     profiler: dict[str, Any] = {}
+    stability: Optional[dict[str, Any]] = None
+
+    @field_validator("total", mode="before")
+    @classmethod
+    def _no_total(cls, v: Any) -> Any:
+        return None if v == {} else v
+
+    @model_validator(mode="after")
+    def _measured_has_total(self) -> "Summary":
+        if self.measured and self.total is None:
+            raise ValueError("total is missing (a measured run has one)")
+        return self
 
 
 class Spec(_Model):
@@ -77,20 +90,22 @@ class Spec(_Model):
 
     workload: str = Field(min_length=1)
     size: str = "tiny"
-    batch: int = 1
+    batch: Optional[int] = 1  # None: an imported trace (genprof import), which says nothing of it
     steps: Optional[int] = None
     tokens: Optional[int] = None
-    dtype: str = "float32"
+    dtype: Optional[str] = "float32"
     device: str = "cpu"
     mode: str = "trace"
     repeats: int = 3
     warmup: int = 1
-    seed: int = 0
+    seed: Optional[int] = 0
     weights: Optional[str] = None
     optimizations: list[str] = []
     record_trace: bool = False
     threads: Optional[int] = None
     params: dict[str, Any] = {}
+    ci_target: Optional[float] = None
+    budget_s: Optional[float] = None
 
 
 class RunFile(_Model):

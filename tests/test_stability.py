@@ -194,7 +194,8 @@ def test_a_meta_device_run_shows_counts_and_no_time(tmp_path):
     assert s["flops_per_repeat"] > 0
     r = CliRunner().invoke(cli.app, ["show", str(res.path)])
     assert "counted, not timed" in r.stdout and "GFLOP" in r.stdout and "median s" not in r.stdout
-    r = CliRunner().invoke(cli.app, ["compare", str(res.path), str(res.path)], standalone_mode=False)
+    other = genprof.run("llm", size="tiny", device="meta", tokens=2, out=tmp_path)
+    r = CliRunner().invoke(cli.app, ["compare", str(res.path), str(other.path)], standalone_mode=False)
     assert isinstance(r.exception, genprof.errors.GenprofError) and "meta device" in str(r.exception)
     measured = genprof.run("llm", size="tiny", repeats=1, warmup=0, out=tmp_path)
     from genprof.reports.html import render_report
