@@ -56,3 +56,14 @@ def test_elementwise_bytes_read_inputs_and_write_broadcast_output():
     flops, nbytes = counting.count("aten::add", [[4, 1], [1, 8]], ["float", "float"], [])
     assert flops == 0
     assert nbytes == 4 * (4 + 8 + 32)
+
+
+def test_type_as_copies_the_first_tensor_only_when_the_dtypes_differ():
+    shapes = [[1, 75600, 5120], [1, 75600, 40, 128]]  # Wan's attention output, cast like the query
+    assert counting.count("aten::type_as", shapes, ["c10::BFloat16", "c10::BFloat16"], []) == (0, 0)
+    assert counting.count("aten::type_as", shapes, ["float", "c10::BFloat16"], []) == (0, 75600 * 5120 * (4 + 2))
+
+
+def test_shapes_that_do_not_broadcast_write_the_first_shape():
+    flops, nbytes = counting.count("aten::masked_fill", [[2, 3], [5]], ["float", "float"], [])
+    assert nbytes == 4 * (6 + 5 + 6)

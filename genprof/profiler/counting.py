@@ -50,6 +50,7 @@ def _tensor_shapes(shapes: Sequence[Shape]) -> list[Shape]:
 
 
 def _broadcast(shapes: Sequence[Shape]) -> list[int]:
+    """The broadcast shape; the first shape where they do not broadcast (an op that only reads another's dtype)."""
     shapes = _tensor_shapes(shapes)
     if not shapes:
         return []
@@ -57,6 +58,8 @@ def _broadcast(shapes: Sequence[Shape]) -> list[int]:
     out = [1] * rank
     for s in shapes:
         for i, d in enumerate(s, start=rank - len(s)):
+            if d != out[i] and 1 not in (d, out[i]):
+                return list(shapes[0])
             out[i] = max(out[i], d)
     return out
 
@@ -159,6 +162,9 @@ def count(op: str, shapes: Sequence[Shape], dtypes: Sequence[str], args: Sequenc
         flops, out = 0, None
     if op in VIEW_OPS:
         return 0, 0
+    if op == "aten::type_as":  # the second tensor lends its dtype: a copy of the first, or nothing when they agree
+        same = len(dtypes) >= 2 and dtypes[0] == dtypes[1]
+        return 0, 0 if same or not shapes[0] else _numel(shapes[0]) * (sizes[0] + sizes[1])
     if op == "aten::embedding" and len(shapes) >= 2 and shapes[0] and shapes[1]:
         gathered = _numel(shapes[1]) * shapes[0][-1] * sizes[0]  # rows read, then written as the output
         return 0, int(_numel(shapes[1]) * sizes[1] + 2 * gathered)

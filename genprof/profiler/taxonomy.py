@@ -71,7 +71,7 @@ MEMORY = re.compile(r"^aten::(view|_unsafe_view|reshape|_reshape_alias|permute|t
                     r"diagonal|numpy_T|mT|unfold|col2im|im2col|tensor|scalar_tensor|align_to|"
                     r"is_nonzero|is_same_size|_has_compatible_shallow_copy_type|dim|size|stride|"
                     r"result_type|broadcast_tensors|meshgrid|_assert|equal|conj|resolve_|"
-                    r"record_stream|_nested|sym_)")
+                    r"record_stream|_nested|sym_|type_as)")
 EMBEDDING = re.compile(r"^aten::(embedding|_embedding_bag|embedding_bag|embedding_dense)")
 
 
