@@ -241,6 +241,8 @@ def figure(paper: pd.DataFrame, small: pd.DataFrame, path: Path) -> list[Path]:
     for ax, df, title in ((axes[0], paper, f"paper size, projected on {PROFILES[HEADLINE].label} (bf16)"),
                           (axes[1], small, "small size, measured on this CPU (fp32, attn=flash)")):
         if df.empty:
+            ax.axis("off")
+            ax.text(0.5, 0.5, "not measured (--no-measure)", ha="center", transform=ax.transAxes, fontsize=9)
             continue
         n_study = int((df["suite"] == "2023 study").sum())
         x = np.arange(len(df)) + np.where(np.arange(len(df)) >= n_study, 0.6, 0.0)
@@ -262,7 +264,8 @@ def figure(paper: pd.DataFrame, small: pd.DataFrame, path: Path) -> list[Path]:
         ax.set_title(title, fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
     axes[0].set_ylabel("share of op time (%)")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, reverse=True)
+    legend_on = axes[1] if len(small) else axes[0]
+    legend_on.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, reverse=True)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path.with_suffix(".png"), dpi=110)
