@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(
         transformer=dict(num_attention_heads=4, attention_head_dim=64, num_layers=6, time_embed_dim=64),
         text=_dit.T5_SMALL, vae=dict(block_out_channels=(4, 8, 8, 16), layers_per_block=1, norm_num_groups=4),
-        latent_h=16, latent_w=24, frames=17, steps=5, text_len=32),
+        latent_h=24, latent_w=32, frames=9, steps=5, text_len=32),
     "paper": dict(  # THUDM/CogVideoX-5b
         transformer=dict(num_attention_heads=48, attention_head_dim=64, num_layers=42, time_embed_dim=512),
         text=_dit.T5_XXL, vae=dict(block_out_channels=(128, 256, 256, 512), layers_per_block=3, norm_num_groups=32),

@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                          axes_dims_rope=(8, 28, 28)),
         text={**_dit.CLIP_TINY, "vocab_size": 8192, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4},
         text_2=_dit.T5_SMALL, vae=dict(block_out_channels=(8, 16, 32, 32), layers_per_block=2, norm_num_groups=8),
-        latent=48, steps=5, text_len=32, t5_len=64),
+        latent=64, steps=5, text_len=32, t5_len=64),
     "paper": dict(  # black-forest-labs/FLUX.1-dev
         transformer=dict(num_layers=19, num_single_layers=38, num_attention_heads=24, attention_head_dim=128,
                          axes_dims_rope=(16, 56, 56)),

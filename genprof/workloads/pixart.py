@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(
         transformer=dict(num_attention_heads=4, attention_head_dim=64, num_layers=8),
         text=_dit.T5_SMALL, vae=dict(block_out_channels=(8, 16, 32, 32), layers_per_block=2, norm_num_groups=8),
-        latent=48, steps=5, text_len=64),
+        latent=64, steps=5, text_len=64),
     "paper": dict(  # PixArt-alpha/PixArt-XL-2-1024-MS
         transformer=dict(num_attention_heads=16, attention_head_dim=72, num_layers=28),
         text=_dit.T5_XXL, vae=_dit.SD_VAE, latent=128, steps=20, text_len=120),

@@ -44,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         text_2={**_dit.CLIP_TINY, "vocab_size": 8192, "hidden_size": 128, "intermediate_size": 512,
                 "num_hidden_layers": 4, "projection_dim": 128},
         text_3=_dit.T5_SMALL, vae=dict(block_out_channels=(8, 16, 32, 32), layers_per_block=2, norm_num_groups=8),
-        latent=48, steps=5, text_len=32, t5_len=32),
+        latent=64, steps=5, text_len=32, t5_len=32),
     "paper": dict(  # stabilityai/stable-diffusion-3-medium-diffusers
         transformer=dict(num_layers=24, num_attention_heads=24, attention_head_dim=64, pos_embed_max_size=192),
         text=_dit.CLIP_L, text_2=_dit.CLIP_G, text_3=_dit.T5_XXL, vae=_dit.SD_VAE,

@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(
         transformer=dict(num_attention_heads=4, attention_head_dim=64, ffn_dim=1024, num_layers=6, freq_dim=64),
         text=_dit.T5_SMALL, vae=dict(base_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1),
-        latent_h=16, latent_w=24, frames=17, steps=5, text_len=32),
+        latent_h=24, latent_w=32, frames=9, steps=5, text_len=32),
     "paper": dict(  # Wan-AI/Wan2.1-T2V-14B-Diffusers, 720p
         transformer=dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40, freq_dim=256),
         text=_dit.UMT5_XXL, vae=dict(base_dim=96, dim_mult=[1, 2, 4, 4], num_res_blocks=2),
