@@ -37,6 +37,13 @@ def test_unfused_attention_is_three_kernels_on_their_rooflines(study):
     assert got[0] == pytest.approx(3 * (qk + softmax + pv)) and got[1] == 0.0
 
 
+def test_decoder_share_at_the_published_step_count_scales_the_denoising_phase_only(study):
+    # sd3 at small: 5 steps of 0.2 s, 28 at paper: 2.0 s total + 1.0 s x (28/5 - 1) = 6.6 s, of which 0.5 s decode
+    t = pd.DataFrame({"phase": ["text_encoder", "denoise", "decode", "total", "denoise"],
+                      "step": [-1, -1, -1, -1, 0], "time_s": [0.1, 1.0, 0.5, 2.0, 0.2]})
+    assert study.paper_steps_share("sd3", "small", t, "decode") == pytest.approx(0.5 / 6.6)
+
+
 def test_the_stated_command_writes_the_doc_and_the_figure(study, tmp_path):
     written = study.main(["--no-measure", "--only", "stable-diffusion", "pixart", "--paper-size", "tiny",
                           "--out", str(tmp_path / "runs"), "--doc", str(tmp_path / "modern.md"),
