@@ -250,6 +250,10 @@ def summarize_run(m: Any, wl: Any, info: dict[str, Any], measured: bool = True) 
 
 # The study's suite: eight TTI/TTV models, then the LLM (prefill and decode are its two entries).
 SUITE = ("imagen", "stable-diffusion", "prod-image", "muse", "parti", "cm3leon", "make-a-video", "phenaki", "llm")
+# Today's generators, asked the study's questions in docs/modern.md: diffusion transformers (DiT, MMDiT) for
+# images and full-attention transformers for video.
+MODERN_SUITE = ("pixart", "sd3", "flux", "cogvideox", "wan")
+SUITES = {"study": SUITE, "modern": MODERN_SUITE}
 
 
 @dataclass

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from genprof.cli_output import Status, err, out, print_df, print_run, project, warn_unstable
-from genprof.errors import GenprofError
+from genprof.errors import GenprofError, unknown_choice
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Characterize the inference of generative models: where the time goes.")
@@ -324,16 +324,21 @@ def suite_cmd(
     warmup: int = typer.Option(1, help="Warm-up runs per workload."),
     mode: str = typer.Option("trace", help="timing | trace"),
     device: str = typer.Option("cpu", help="cpu | cuda | meta (counting only)"),
-    only: List[str] = typer.Option([], "--only", help="Run only these workloads (repeatable)."),
+    only: List[str] = typer.Option([], "--only", help="Run only these workloads of the suite (repeatable)."),
+    suite_name: str = typer.Option("study", "--suite", help="study (the 2023 study's 8 TTI/TTV workloads + the "
+                                   "LLM) | modern (pixart, sd3, flux, cogvideox, wan)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: 1 on a CPU; see README)."),
 ) -> None:
-    """Characterize the study's suite (8 TTI/TTV workloads + the LLM), one after another."""
+    """Characterize a suite (by default the study's: 8 TTI/TTV workloads + the LLM), one workload after another."""
     from genprof import api
 
-    names = tuple(only) or api.SUITE
+    if suite_name not in api.SUITES:
+        raise unknown_choice("suite", suite_name, tuple(api.SUITES))
+    members = api.SUITES[suite_name]
+    names = tuple(only) or members
     for n in names:
-        if n not in api.SUITE:
-            raise GenprofError(f"unknown suite workload {n!r}; valid: {', '.join(api.SUITE)}")
+        if n not in members:
+            raise GenprofError(f"unknown suite workload {n!r} in --suite {suite_name}; valid: {', '.join(members)}")
     from genprof.store import check_out
 
     check_out(out_dir)
@@ -372,7 +377,8 @@ def suite_cmd(
 
     paths = [e.path for e in entries if e.path is not None]
     if paths:
-        out.print(f"report: {write_report(paths, report or out_dir / 'report.html', title=f'genprof suite ({size})')}")
+        title = f"genprof {suite_name} suite ({size})"
+        out.print(f"report: {write_report(paths, report or out_dir / 'report.html', title=title)}")
     failed = [e for e in entries if e.status != "ok"]
     for e in failed:
         print(f"run failed: {e.workload}: {e.reason}", file=sys.stderr)

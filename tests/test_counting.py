@@ -195,3 +195,13 @@ def test_a_chrome_trace_counts_as_the_live_profile(tmp_path):
     assert (a.loc[a["op"] == "aten::cat", "bytes"] == F32 * 4 * y.numel()).all()
     assert tracefile._concrete("0.") == 0.0 and tracefile._concrete("[2., 2.]") == [2.0, 2.0]
     assert tracefile._concrete("inf") == float("inf") and tracefile._concrete("") is None
+
+
+def test_type_as_copies_only_when_the_dtypes_differ():
+    """Wan casts its attention output like the query: replayed, a cast to the same dtype returns its input
+    (an alias: 0 bytes); to another it writes a copy at the new element size, and the rule (every input
+    read, the output written) counts both inputs, the second of which lends only its dtype."""
+    shapes = [[1, 600, 64], [1, 600, 4, 16]]
+    assert counting.count("aten::type_as", shapes, ["c10::BFloat16", "c10::BFloat16"], [None, None]) == (0, 0)
+    assert counting.count("aten::type_as", shapes, ["float", "c10::BFloat16"], [None, None]) == \
+        (0, 600 * 64 * 4 + 600 * 64 * 2 + 600 * 64 * 2)

@@ -52,6 +52,11 @@ ROUND_TRIPS = [
     ("cm3leon", (1, 3, 8, 8), 1e-4),  # model/ (transformers), vqvae/ (diffusers)
     ("parti", (1, 3, 8, 8), 1e-4),  # model/ (transformers), vqvae/ (diffusers)
     ("muse", (1, 3, 16, 16), 1e-4),  # text_encoder/, transformer/, vqvae/
+    ("pixart", (1, 3, 16, 16), 1e-4),  # text_encoder/, transformer/, vae/
+    ("sd3", (1, 3, 16, 16), 1e-4),  # text_encoder/, text_encoder_2/, text_encoder_3/, transformer/, vae/
+    ("flux", (1, 3, 16, 16), 1e-4),  # text_encoder/, text_encoder_2/, transformer/, vae/
+    ("cogvideox", (1, 3, 9, 16, 24), 1e-4),  # text_encoder/ (T5), transformer/, vae/ (3D causal)
+    ("wan", (1, 3, 5, 32, 48), 1e-4),  # text_encoder/ (UMT5), transformer/, vae/ (Wan VAE)
 ]
 
 

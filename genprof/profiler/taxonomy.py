@@ -75,7 +75,7 @@ MEMORY = re.compile(r"^aten::(view|_unsafe_view|reshape|_reshape_alias|permute|t
                     r"diagonal|numpy_T|mT|unfold|col2im|im2col|tensor|scalar_tensor|align_to|"
                     r"is_nonzero|is_same_size|_has_compatible_shallow_copy_type|dim|size|stride|"
                     r"result_type|broadcast_tensors|meshgrid|_assert|equal|conj|resolve_|"
-                    r"record_stream|_nested|sym_)")
+                    r"record_stream|_nested|sym_|type_as)")
 EMBEDDING = re.compile(r"^aten::(embedding|_embedding_bag|embedding_bag|embedding_dense)")
 COMMUNICATION = re.compile(r"^(c10d|_c10d_functional|c10d_functional|_dtensor)::")
 
@@ -117,10 +117,24 @@ def family(op: str, module_type: str = "") -> str:
     return "Other"
 
 
-def attention_kind(qualname: str, module: torch.nn.Module | None) -> str:
-    """`self` or `cross` (and `temporal-`/`spatial-` where the module says so).
+# What `attention_kind` says, and what it means (docs/op-table.md). Workloads declare the kinds beyond self and
+# cross on their modules.
+ATTENTION_KINDS = {
+    "self": "queries and keys are the same tokens (image, video or text)",
+    "cross": "queries from the image/video tokens, keys and values from the text",
+    "joint": "one attention over text and image/video tokens together, both as queries (MMDiT, Flux, CogVideoX)",
+    "self+cross": "queries from the image tokens, keys over text + image tokens (DeepFloyd IF)",
+    "spatial-self": "self-attention within a frame (video UNets, C-ViViT)",
+    "spatial-cross": "cross-attention within a frame",
+    "temporal-self": "self-attention across frames at one position",
+    "temporal-cross": "cross-attention across frames",
+}
 
-    A module may declare its kind with an attribute `genprof_attention_kind`.
+
+def attention_kind(qualname: str, module: torch.nn.Module | None) -> str:
+    """`self` or `cross` (and `temporal-`/`spatial-` where the module says so), or a declared kind.
+
+    A module may declare its kind (one of ATTENTION_KINDS) with an attribute `genprof_attention_kind`.
     diffusers' Attention says `is_cross_attention`; otherwise the name decides
     (`attn2`, `cross`, `encoder_attn`, T5's `EncDecAttention` mean cross-attention).
     """
