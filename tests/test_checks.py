@@ -73,7 +73,7 @@ def test_the_kv_cache_of_a_long_decode_is_extrapolated_from_three_traced_tokens(
     assert fifty.activation_bytes == pytest.approx(two.activation_bytes, rel=0.01)
 
 
-@pytest.mark.parametrize("config", [("llm", "tiny", 512, {"tokens": 64}), ("stable-diffusion", "tiny", 64, {})],
+@pytest.mark.parametrize("config", [("llm", "tiny", 256, {"tokens": 48}), ("stable-diffusion", "tiny", 64, {})],
                          ids=["llm-kv-cache", "stable-diffusion"])
 def test_the_estimate_against_the_peak_a_real_run_reaches(config):
     """Measured by the kernel (VmHWM) in a fresh process: the estimate counts live tensors only, so the
