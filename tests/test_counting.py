@@ -156,6 +156,16 @@ def test_python_numbers_are_passed_as_numbers():
     assert replay.replay("aten::mul", [[16], []], ["float", "double"], [None, None]).outputs[0][0].dtype == "float"
 
 
+def test_a_real_0dim_double_tensor_is_told_from_a_python_number_by_the_casts_the_op_made():
+    """0-dim float * 0-dim double tensor is double; 0-dim float * 0.25 (recorded as a 0-dim double) is
+    float. The records are alike; on a CPU the op's recorded cast (`aten::to`) to its dtype decides."""
+    a, b = torch.tensor(0.5), torch.tensor(0.25, dtype=torch.float64)
+    (row,) = table(lambda: (a * b, a * 0.25)).itertuples()
+    assert (row.calls, row.bytes) == (2, (4 + 8 + 8) + (4 + 8 + 4))
+    r = replay.replay("aten::mul", [[], []], ["float", "double"], [None, None])
+    assert (r.outputs[0][0].dtype, r.as_tensors.outputs[0][0].dtype) == ("float", "double")
+
+
 def test_embedding_reads_the_rows_it_gathers():
     table, idx = torch.randn(1000, 64), torch.randint(0, 1000, (2, 8))
     assert one(lambda: F.embedding(idx, table)) == (0, 8 * 16 + 2 * F32 * 16 * 64)
@@ -167,6 +177,19 @@ def test_einsum_counts_the_ops_it_called():
     (row,) = table(lambda: torch.einsum("bij,bjk->bik", a, b)).itertuples()
     assert row.flops == 2 * 4 * 16 * 8 * 32
     assert row.bytes == F32 * (a.numel() + b.numel() + 4 * 16 * 8)
+
+
+def test_an_einsum_that_only_permutes_is_a_view():
+    """Its one child is a permute: a view, so the einsum is one (0 bytes), and says so."""
+    a = torch.randn(2, 4, 4, 8)
+    assert torch.einsum("nhwc->nchw", a).untyped_storage().data_ptr() == a.untyped_storage().data_ptr()
+    (row,) = table(lambda: torch.einsum("nhwc->nchw", a)).itertuples()
+    assert (row.flops, row.bytes) == (0, 0)
+    (op, *rest), = records(lambda: torch.einsum("nhwc->nchw", a))
+    permute = (("aten::permute", [[2, 4, 4, 8], []], ["float", "ScalarList"], [None, [0, 3, 1, 2]],
+                [[128, 32, 8, 1], []]), lambda: [])
+    assert counting.explain(op, *rest, children=lambda: [permute]) == (0, 0, "the ops it called", "the ops it called")
+    assert replay.composite("aten::einsum") and not replay.composite("aten::index")  # index's kernel writes
 
 
 def test_unreplayable_ops_count_their_recorded_inputs():

@@ -26,11 +26,20 @@ per top-level op:
   bytes.
 - seq_q / seq_kv / batch_heads / head_dim for attention ops.
 
+A recorded 0-dim double (int64, bool) tensor may have been a Python number or
+a real tensor, and where the two give the output different dtypes (0-dim float
+* 0-dim double) the op's casts decide (`_cast_reading`): on a CPU an op casts
+its inputs to the dtype it computes in by `aten::to` calls, which the trace
+records as its children. Where none is recorded (a GPU kernel can cast as
+it reads), the number.
+
 Where a replay is impossible (docs/op-table.md lists the rules): an op that
 called other ops counts as those ops (`children`: `einsum`, whose equation is
-not recorded, is its permutes and `bmm`); a non-ATen attention op (the
-flash-attn package) uses the attention formula and writes a query-shaped
-output; anything else counts its recorded inputs, read (its output is unknown).
+not recorded, is its permutes and `bmm`; an op made of other ops whose ops
+are all views, as an `einsum` that only permutes, is a view: 0 bytes); a
+non-ATen attention op (the flash-attn package) uses the attention formula and
+writes a query-shaped output; anything else counts its recorded inputs, read
+(its output is unknown).
 It does not time anything and knows nothing about modules.
 """
 
@@ -63,6 +72,8 @@ MATMUL_K = {  # op -> (index of the first matrix operand); K is its last dimensi
     "aten::addmm": 1, "aten::baddbmm": 1, "aten::_addmm_activation": 1, "aten::addmv": 1,
 }
 SDPA_LIKE = ("attention", "flash_attn", "FlashAttn")
+CASTS = frozenset({"aten::to", "aten::_to_copy"})
+VIEW = "0: view or alias of an input"
 
 
 def _numel(shape: Shape) -> int:
@@ -157,7 +168,7 @@ def _bytes(op: str, r: rp.Replay) -> tuple[int, str]:
     if op in METADATA_IN_PLACE:
         return 0, "0: changes metadata in place"
     if r.outputs and not written:
-        return 0, "0: view or alias of an input"
+        return 0, VIEW
     rule = "inputs + outputs"
     read = 0
     for name, t, role in r.inputs:
@@ -182,6 +193,30 @@ def _bytes(op: str, r: rp.Replay) -> tuple[int, str]:
 def _input_bytes(shapes: Sequence[Any], dtypes: Sequence[str]) -> int:
     return sum(_numel(s) * DTYPE_BYTES.get(d, 4) for s, d in zip(shapes, dtypes)
                if d in DTYPE_BYTES and isinstance(s, (list, tuple)))
+
+
+def _cast_reading(r: rp.Replay, children: Callable[[], Iterable[tuple[Signature, Callable]]] | None) -> rp.Replay:
+    """Of a replay with recorded 0-dim tensors read as Python numbers and its reading as tensors (where
+    their outputs' dtypes differ), the one whose output has the dtype the op cast its inputs to (its
+    `aten::to` children, recorded on a CPU); the numbers' where the children do not tell."""
+    if r.as_tensors is None or children is None:
+        return r
+    cast = set()
+    for (c_op, *c_args), _ in children():
+        c = rp.replay(c_op, *c_args) if c_op in CASTS else None
+        if c is not None and c.outputs:
+            cast.add(c.outputs[0][0].dtype)
+    tensors, numbers = r.as_tensors.outputs[0][0].dtype, r.outputs[0][0].dtype
+    return r.as_tensors if tensors in cast and numbers not in cast else r
+
+
+def per_call(op: str, shapes: Sequence[Any], dtypes: Sequence[str], args: Sequence[Any],
+             strides: Sequence[Any] | None = None, *, list_dtype: str = "float") -> bool:
+    """Whether calls with this record may count differently, each by its children (`_cast_reading`):
+    a caller that counts once per signature counts these per call."""
+    shapes = [s if isinstance(s, (list, tuple)) else [] for s in shapes]
+    r = rp.replay(op, shapes, dtypes, args, strides, list_dtype)
+    return r is not None and r.as_tensors is not None
 
 
 class Counted(NamedTuple):
@@ -214,16 +249,18 @@ def explain(op: str, shapes: Sequence[Any], dtypes: Sequence[str], args: Sequenc
     shapes = [s if isinstance(s, (list, tuple)) else [] for s in shapes]
     r = rp.replay(op, shapes, dtypes, args, strides, list_dtype)
     if r is not None:
+        r = _cast_reading(r, children)
         flops, flops_rule = _flops(op, shapes, r, fused_attention)
         nbytes, bytes_rule = _bytes(op, r)
         return Counted(flops, nbytes, flops_rule, bytes_rule)
     flops, flops_rule = _flops(op, shapes, None, fused_attention)
     if children is not None and not flops:
-        nbytes = 0
+        nbytes, rules = 0, set()
         for (c_op, c_shapes, c_dtypes, c_args, c_strides), grandchildren in children():
-            f, b = count(c_op, c_shapes, c_dtypes, c_args, c_strides, list_dtype=list_dtype, children=grandchildren)
-            flops, nbytes = flops + f, nbytes + b
-        if flops or nbytes:
+            c = explain(c_op, c_shapes, c_dtypes, c_args, c_strides, list_dtype=list_dtype, children=grandchildren)
+            flops, nbytes = flops + c.flops, nbytes + c.bytes
+            rules.add(c.bytes_rule)
+        if flops or nbytes or (rules == {VIEW} and rp.composite(op)):  # made of views: a view (einsum "ij->ji")
             return Counted(flops, nbytes, "the ops it called", "the ops it called")
     if flops:  # an attention op outside ATen (flash-attn package): output = the query's shape
         t = _tensor_shapes(shapes)

@@ -335,7 +335,8 @@ def _gc_paused() -> Iterator[None]:
 def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: np.ndarray, name_id: np.ndarray,
                   fused_attention: bool | None) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs and bytes of each op event at sorted positions `pos` (`args`: their recorded
-    arguments), counted once per distinct signature."""
+    arguments), counted once per distinct signature, or per call where its children decide
+    (`counting.per_call`)."""
     n = len(pos)
     flops, nbytes = np.zeros(n, np.int64), np.zeros(n, np.int64)
     if not n:
@@ -362,9 +363,10 @@ def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: n
         c = memo.get(mk)
         if c is None:
             shapes, dtypes, values, strides = (x or [] for x in a)
-            c = memo[mk] = counting.count(op, shapes, dtypes, values, strides, list_dtype=list_dtype,
-                                          fused_attention=fused is not False,
-                                          children=(lambda p=p: children(p)))
+            c = counting.count(op, shapes, dtypes, values, strides, list_dtype=list_dtype,
+                               fused_attention=fused is not False, children=(lambda p=p: children(p)))
+            if not counting.per_call(op, shapes, dtypes, values, strides, list_dtype=list_dtype):
+                memo[mk] = c
         flops[i], nbytes[i] = c
     return flops, nbytes
 

@@ -24,7 +24,11 @@ What a record lacks, and what is used instead (docs/op-table.md):
 - `Tensor?[]` arguments (`index`'s indices) are recorded as nothing: no replay;
 - a Python number passed for a Tensor argument is recorded as a 0-dim double
   (or int64, bool) tensor: it is passed as the number again, so the output
-  keeps the other tensor's dtype (`_wrapped_numbers`);
+  keeps the other tensor's dtype (`_wrapped_numbers`). A real 0-dim tensor of
+  those dtypes is recorded alike; where the two readings give different output
+  dtypes (0-dim float * 0-dim double: float for a number, double for a
+  tensor), the replay as tensors comes with it (`Replay.as_tensors`) for the
+  caller to choose by what else the trace shows (`counting.py`: the casts);
 - Device arguments are the meta device; Generators are None;
 - ops with data-dependent outputs (`nonzero`, `item`) have no meta kernel: no replay.
 
@@ -38,7 +42,7 @@ about the profiler.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
@@ -73,12 +77,15 @@ class Replay:
     """What the meta run showed. `inputs`: every tensor argument, list elements included, as
     (argument name, Tensor, role): "read", "inplace" (read and written: an in-place `self`) or
     "out" (written only: an `out=` argument); `outputs`: every returned tensor with `written`
-    False for an alias of an input the op does not write; `values`: argument name -> recorded value."""
+    False for an alias of an input the op does not write; `values`: argument name -> recorded value;
+    `as_tensors`: where recorded 0-dim tensors were passed as Python numbers, the replay with them as
+    tensors if its outputs have other dtypes (which of the two ran, the record alone does not say)."""
 
     overload: str
     inputs: tuple[tuple[str, Tensor, str], ...]
     outputs: tuple[tuple[Tensor, bool], ...]
     values: dict[str, Any]
+    as_tensors: Replay | None = None  # the replay with no Python numbers, where its output dtypes differ
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -123,18 +130,33 @@ def _replay(op: str, shapes: tuple, dtypes: tuple, args: tuple, strides: tuple, 
     kinds = [kind(dtypes[i]) if i < len(dtypes) else "none" for i in range(n)]
     values = [args[i] if i < len(args) else None for i in range(n)]
     numbers = _wrapped_numbers(shapes, kinds, dtypes)
-    for subst in ([numbers, {}] if numbers else [{}]):  # as Python numbers first, as 0-dim tensors if refused
-        for name in packet.overloads():
-            overload = getattr(packet, name)
-            schema = overload._schema
-            if len(schema.arguments) != n or not all(
-                    _fits(a, k, v, i in subst) for i, (a, k, v) in enumerate(zip(schema.arguments, kinds, values))):
-                continue
-            try:
-                return _run(overload, schema, shapes, dtypes, values, strides, list_dtype, subst)
-            except Exception:  # noqa: BLE001 - any refusal of the meta kernel means "cannot replay"
-                continue
+    as_tensors = _first(packet, shapes, kinds, dtypes, values, strides, list_dtype, {})
+    as_numbers = _first(packet, shapes, kinds, dtypes, values, strides, list_dtype, numbers) if numbers else None
+    if as_numbers is None:  # no number, or the op refused it: 0-dim tensors
+        return as_tensors
+    if as_tensors is not None and _out_dtypes(as_tensors) != _out_dtypes(as_numbers):
+        return replace(as_numbers, as_tensors=as_tensors)
+    return as_numbers
+
+
+def _first(packet: Any, shapes: tuple, kinds: list[str], dtypes: tuple, values: list, strides: tuple,
+           list_dtype: str, numbers: dict[int, Any]) -> Replay | None:
+    """The replay by the first overload that fits the record and runs (`numbers`: arguments passed as numbers)."""
+    for name in packet.overloads():
+        overload = getattr(packet, name)
+        schema = overload._schema
+        if len(schema.arguments) != len(shapes) or not all(
+                _fits(a, k, v, i in numbers) for i, (a, k, v) in enumerate(zip(schema.arguments, kinds, values))):
+            continue
+        try:
+            return _run(overload, schema, shapes, dtypes, values, strides, list_dtype, numbers)
+        except Exception:  # noqa: BLE001 - any refusal of the meta kernel means "cannot replay"
+            continue
     return None
+
+
+def _out_dtypes(r: Replay) -> tuple[str, ...]:
+    return tuple(t.dtype for t, _ in r.outputs)
 
 
 _WRAPPED = {"double": 1.0, "long int": 1, "bool": True, "c10::complex<double>": 1j}
@@ -143,13 +165,29 @@ _WRAPPED = {"double": 1.0, "long int": 1, "bool": True, "c10::complex<double>": 
 def _wrapped_numbers(shapes: tuple, kinds: list[str], dtypes: tuple) -> dict[int, Any]:
     """Arguments that were probably Python numbers: torch records a number passed for a Tensor
     argument as a 0-dim tensor of one of the `_WRAPPED` dtypes. Replaying it as a tensor can change
-    the result's dtype (float tensor * 0-dim double tensor -> double), so it is passed as a number
-    (to a Tensor argument, or to the overload that takes a Scalar there) when the op has another
-    tensor to take its dtype from. A real 0-dim double or int64 tensor is taken for a number too."""
+    the result's dtype (0-dim float tensor * 0-dim double tensor -> double; int tensor * 0-dim double
+    tensor -> double), so it is passed as a number (to a Tensor argument, or to the overload that
+    takes a Scalar there) when the op has another tensor to take its dtype from. A real 0-dim double
+    or int64 tensor is recorded alike: `_replay` keeps the replay as tensors too where it differs."""
     found = {i: _WRAPPED[dtypes[i]] for i, k in enumerate(kinds)
              if k == "tensor" and shapes[i] == () and dtypes[i] in _WRAPPED}
     other = any(k == "TensorList" or (k == "tensor" and i not in found) for i, k in enumerate(kinds))
     return found if other else {}
+
+
+@functools.lru_cache(maxsize=None)
+def composite(op: str) -> bool:
+    """Whether every overload of the op is made of other ops (CompositeImplicitAutograd: `einsum`,
+    `conv2d`, `item`), so that the ops it called, which a trace records, are all it did."""
+    packet = _packet(op)
+    seen = []
+    for o in packet.overloads() if packet is not None else []:
+        try:
+            seen.append(torch._C._dispatch_has_kernel_for_dispatch_key(
+                op if o == "default" else f"{op}.{o}", "CompositeImplicitAutograd"))
+        except RuntimeError:  # an overload the dispatcher does not hold (`einsum.sublist`: Python only)
+            continue
+    return bool(seen) and all(seen)
 
 
 def _packet(op: str) -> Any:
