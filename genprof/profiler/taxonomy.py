@@ -58,7 +58,7 @@ ACTIVATION = frozenset({
 })
 ELEMENTWISE = re.compile(r"^aten::(add|sub|rsub|mul|div|pow|sqrt|rsqrt|exp|log|neg|abs|clamp|clip|where|"
                          r"masked_fill|maximum|minimum|eq|ne|lt|le|gt|ge|sin|cos|cumsum|sum|mean|max|"
-                         r"min|argmax|argmin|topk|sort|lerp|addcmul|addcdiv|reciprocal|floor|ceil|round|"
+                         r"min|argmax|argmin|topk|sort|searchsorted|bucketize|lerp|addcmul|addcdiv|reciprocal|floor|ceil|round|"
                          r"logical_|bitwise_|fill_|zero_|triu|tril|square|erf|sign|all|any|isin|"
                          r"remainder|fmod|prod|var|std|multinomial|uniform_|normal_|bernoulli|"
                          r"randn|rand|randint|exponential_|quantile|avg_pool|max_pool|adaptive_avg_pool|adaptive_max_pool|dropout|native_dropout|feature_dropout|alpha_dropout|isnan|isinf|nan_to_num|outer|amax|"
