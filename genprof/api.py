@@ -293,5 +293,8 @@ def release() -> None:
     """Drop every cached build and collect: the models' memory goes back before the next workload."""
     import gc
 
+    from genprof.profiler.session import trim_memory
+
     _CACHE.clear()
     gc.collect()
+    trim_memory()

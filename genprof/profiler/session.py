@@ -230,10 +230,10 @@ def measure_trace(built: Any, device: torch.device, repeats: int | RepeatPolicy,
                        output=output, profiler=stats, signals=sig.result(policy))
 
 
-SESSION_BYTES = 256 * 2**20
+SESSION_BYTES = 128 * 2**20
 
 
-def _trim() -> None:
+def trim_memory() -> None:
     """Give the memory freed by a session's events back to the system (glibc keeps it otherwise), so the
     next session's growth is its own."""
     try:
@@ -277,7 +277,7 @@ class _Sessions:
                                          fused_attention=self.fused_attention))
         self.stats["events"] += len(ev) + len(ev.kernel_ns)
         del ev
-        _trim()
+        trim_memory()
         self.stats["analyze_s"] += time.perf_counter() - t0
         return prof
 
