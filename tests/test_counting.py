@@ -228,3 +228,44 @@ def test_type_as_copies_only_when_the_dtypes_differ():
     assert counting.count("aten::type_as", shapes, ["c10::BFloat16", "c10::BFloat16"], [None, None]) == (0, 0)
     assert counting.count("aten::type_as", shapes, ["float", "c10::BFloat16"], [None, None]) == \
         (0, 600 * 64 * 4 + 600 * 64 * 2 + 600 * 64 * 2)
+
+
+_FRESH_REPLAY = r"""
+import sys
+import torch
+from torch._decomp import decompositions
+from genprof.profiler import replay
+assert "torch._dynamo" not in sys.modules
+r = replay.replay("aten::mse_loss_backward", [[], [4, 3], [4, 3], []], ["float", "float", "float", "Scalar"],
+                  ["", "", "", 1])
+assert r is not None and [o.shape for o, _ in r.outputs] == [(4, 3)], r
+assert "torch._dynamo" not in sys.modules and "_dynamo" not in torch.__dict__
+left = [f for f in vars(decompositions).values() if "__dynamo_disable" in getattr(f, "__dict__", {})]
+assert not left, left
+with replay._dynamo_not_imported() as stubbed:  # a module first imported while replaying keeps no stand-in
+    assert stubbed
+    import uses_dynamo
+assert "torch._dynamo" in sys.modules and uses_dynamo.torch._dynamo is sys.modules["torch._dynamo"]
+assert uses_dynamo.disable is torch._dynamo.disable and uses_dynamo.dynamo is torch._dynamo
+import torch._dynamo  # the real one, as torch.compile would import it
+assert torch._dynamo.disable.__module__.startswith("torch._dynamo"), torch._dynamo.disable.__module__
+x = torch.ones(4, 3, requires_grad=True)
+torch.nn.functional.mse_loss(x, torch.zeros(4, 3)).backward()
+fn = torch._decomp.decomposition_table[torch.ops.aten.mse_loss_backward.default]
+fn(torch.ones(()), x.detach(), torch.zeros(4, 3), 1)
+print("ok")
+"""
+
+
+def test_a_replay_leaves_torch_as_it_was_without_importing_dynamo(tmp_path):
+    """A Python decomposition's first call imports torch._dynamo (0.7 s); the replay answers that import
+    with a stand-in and removes it and its marks afterwards, so the real import still works."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "uses_dynamo.py").write_text("import torch._dynamo\nimport torch._dynamo as dynamo\n"
+                                              "from torch._dynamo import disable\n")
+    out = subprocess.run([sys.executable, "-c", _FRESH_REPLAY], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -41,9 +41,13 @@ about the profiler.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
+import threading
+import types
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -275,7 +279,7 @@ def _run(overload: Any, schema: Any, shapes: tuple, dtypes: tuple, values: list,
         else:
             pos.append(v)
     with torch.no_grad():
-        out = _call(overload, schema.name, pos, kw)
+        out = _call_light(overload, schema.name, pos, kw)
     written_storage = {_storage(x) for _, x, role in tensors if role != "read"}
     inputs_storage = {_storage(x) for _, x, _ in tensors}
     outputs = []
@@ -310,6 +314,72 @@ def _call(overload: Any, name: str, pos: list, kw: dict) -> Any:
         except Exception:  # noqa: BLE001 - a case the fused kernel refuses: the op itself decides
             pass
     return overload(*pos, **kw)
+
+
+def _call_light(overload: Any, name: str, pos: list, kw: dict) -> Any:
+    """`_call` without torch's lazy import of torch._dynamo. A call that fails on the stand-in (asks it for
+    more than `disable`: an ImportError or AttributeError) runs again with torch as it is; any other
+    refusal is the op's own."""
+    try:
+        with _dynamo_not_imported() as stubbed:
+            return _call(overload, name, pos, kw)
+    except (ImportError, AttributeError):
+        if not stubbed:
+            raise
+    return _call(overload, name, pos, kw)
+
+
+_STUB_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _dynamo_not_imported() -> Iterator[bool]:
+    """Run a meta kernel without the import of torch._dynamo it would trigger (0.7 s, once a process).
+
+    torch's Python decompositions (most backward ops' meta kernels) are wrapped in
+    `torch._disable_dynamo`, which imports torch._dynamo on its first call only to mark the function
+    as not traceable: nothing a meta replay needs. While torch._dynamo is not imported, a stand-in
+    module answers that import with the function itself; afterwards the stand-in and every mark it
+    left are removed, so a later real import (torch.compile) sees torch exactly as before. Where
+    torch._dynamo is already imported (or another thread holds the stand-in), nothing changes. Yields
+    whether the stand-in is in place."""
+    if "torch._dynamo" in sys.modules or not _STUB_LOCK.acquire(blocking=False):
+        yield False
+        return
+    marked: list[Any] = []
+
+    def disable(fn: Any = None, recursive: bool = True, **_: Any) -> Any:
+        marked.append(fn)
+        return fn
+
+    stub = types.ModuleType("torch._dynamo", "stand-in while genprof replays an op on the meta device")
+    stub.disable = disable  # type: ignore[attr-defined]
+    known = len(sys.modules)
+    sys.modules["torch._dynamo"] = stub
+    try:
+        yield True
+    finally:
+        if sys.modules.get("torch._dynamo") is stub:
+            del sys.modules["torch._dynamo"]
+        if torch.__dict__.get("_dynamo") is stub:
+            delattr(torch, "_dynamo")
+        for fn in marked:
+            if getattr(fn, "__dict__", None) is not None and fn.__dict__.get("__dynamo_disable") is fn:
+                del fn.__dict__["__dynamo_disable"]
+        if len(sys.modules) > known:  # modules first imported meanwhile (appended): none may keep the stand-in
+            _rebind(list(sys.modules.values())[max(known - 8, 0):], stub)
+        _STUB_LOCK.release()
+
+
+def _rebind(modules: list[Any], stub: types.ModuleType) -> None:
+    """Point every global of `modules` that holds the stand-in (or its `disable`) at the real torch._dynamo."""
+    for mod in modules:
+        names = getattr(mod, "__dict__", {})
+        for k, v in list(names.items()):
+            if v is stub or v is stub.disable:
+                import torch._dynamo as real  # noqa: PLC0415 - rare: a module imported it while replaying
+
+                names[k] = real if v is stub else real.disable
 
 
 def _storage(t: torch.Tensor) -> int:
