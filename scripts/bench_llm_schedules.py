@@ -224,7 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         log(f"{name} ...")
         lines += sections[name](a, log)
     lines += conditions(a)
-    Path(a.doc).write_text("\n".join(lines))
+    doc = Path(a.doc)
+    old = doc.read_text() if doc.exists() else ""
+    notes = old[old.index("## Notes"):] if "## Notes" in old else ""  # written by hand: kept as it is
+    doc.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
     log(f"wrote {a.doc}")
 
 

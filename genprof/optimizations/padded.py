@@ -40,7 +40,8 @@ class PaddedSchedule(RaggedSchedule):
             with phases.step(0):
                 t = time.perf_counter()
                 step = S.batched(engine.embed(ids), cache, torch.arange(longest, device=dev)[None], "prefill",
-                                 valid=valid, select=(rows, torch.tensor(lens, device=dev) - 1))
+                                 valid=valid if min(lens) < longest else None,  # no padding: no mask at all
+                                 select=(rows, torch.tensor(lens, device=dev) - 1))
                 logits = engine.forward(step)
                 now = rec.now()
                 rec.prefill_s += time.perf_counter() - t
