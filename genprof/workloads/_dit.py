@@ -9,9 +9,15 @@ itself: the registry skips modules whose name starts with an underscore.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+
+from genprof.workloads.base import make_parts, torch_dtype
+
+if TYPE_CHECKING:
+    from genprof.spec import RunSpec
+    from genprof.workloads.base import Workload
 
 # T5-v1.1-XXL encoder (google/t5-v1_1-xxl, the text_encoder of PixArt-alpha, SD3's text_encoder_3, Flux's
 # text_encoder_2, CogVideoX): 4.76 B parameters.
@@ -75,3 +81,16 @@ def tag_attention(model: torch.nn.Module, kind_of: Callable[[str], str]) -> dict
 def seeded(device: torch.device, seed: int) -> torch.Generator | None:
     """A generator for a stochastic scheduler's per-step noise, seeded per inference (None on meta)."""
     return None if device.type == "meta" else torch.Generator(device=device).manual_seed(seed)
+
+
+def start(workload: Workload, spec: RunSpec, build_parts: Callable[[dict], dict[str, torch.nn.Module]],
+          load_parts: Callable[..., dict[str, torch.nn.Module]], make_scheduler: Callable[[Any], Any],
+          ) -> tuple[dict, torch.device, torch.dtype, dict[str, torch.nn.Module], Any]:
+    """What every DiT workload's build begins with: its preset, device and dtype, its parts (built from the
+    preset, or loaded from --weights), and its scheduler, whose tables stay on the host as in the pipelines
+    (also when the run is on meta)."""
+    p = workload.config(spec)
+    parts = make_parts(spec, lambda: build_parts(p), load_parts)
+    with torch.device("cpu"):
+        scheduler = make_scheduler(spec.weights)
+    return p, torch.device(spec.device), torch_dtype(spec.dtype), parts, scheduler

@@ -27,7 +27,7 @@ import torch
 from genprof.spec import RunSpec
 from genprof.workloads import _dit
 from genprof.workloads.base import (Built, Phases, Workload, clip_text_config, count_parameters, load_scheduler,
-                                    load_subfolders, make_parts, torch_dtype)
+                                    load_subfolders)
 from genprof.workloads.registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -119,11 +119,7 @@ class Flux(Workload):
     presets = PRESETS
 
     def build(self, spec: RunSpec) -> Built:
-        p = self.config(spec)
-        device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
-        parts = make_parts(spec, lambda: build_parts(p), load_parts)
-        with torch.device("cpu"):  # the scheduler's tables stay on the host, as in the pipeline (also on meta)
-            scheduler = make_scheduler(spec.weights)
+        p, device, dtype, parts, scheduler = _dit.start(self, spec, build_parts, load_parts, make_scheduler)
         clip, t5, transformer, vae = parts["text_encoder"], parts["text_encoder_2"], parts["transformer"], parts["vae"]
         kinds = _dit.tag_attention(transformer, lambda name: "joint")
         steps = spec.steps or p["steps"]
