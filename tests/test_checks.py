@@ -77,12 +77,14 @@ def test_the_kv_cache_of_a_long_decode_is_extrapolated_from_three_traced_tokens(
                          ids=["llm-kv-cache", "stable-diffusion"])
 def test_the_estimate_against_the_peak_a_real_run_reaches(config):
     """Measured by the kernel (VmHWM) in a fresh process: the estimate counts live tensors only, so the
-    measured peak is at least about as large and, for these runs, within 3x (docs/reliability.md)."""
+    measured peak is at least about as large and, for these runs, within 4x: the allocator's and oneDNN's
+    buffers vary by machine (stable-diffusion here: 1.8-2.2x on one machine, 3.2x on another; see
+    docs/reliability.md)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     from bench_memory_estimate import measure
 
     r = measure(*config)
     assert r["parameters"] == r["parameters_built"]
     assert r["measured_build_bytes"] >= 0.9 * r["est_parameter_bytes"]  # the build holds at least the parameters
-    assert 0.9 <= r["ratio_activations"] <= 3.0, r
-    assert 0.9 <= r["ratio_total"] <= 3.0, r
+    assert 0.9 <= r["ratio_activations"] <= 4.0, r
+    assert 0.9 <= r["ratio_total"] <= 4.0, r
