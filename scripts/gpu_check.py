@@ -1,5 +1,14 @@
 """The GPU check behind scripts/gpu_check.sh: environment, timers, roofline peaks, traced runs,
-attention backends.
+attention backends, host cost per op, and the eager decode rate of `llm` at paper size.
+
+`host_cost_per_op` measures what the host-aware projection stands in for
+(docs/roofline.md, "host time"): the host time of one dispatched op on this
+device (a loop of small ops with no synchronization inside: the host is the
+bottleneck) beside the same op on this host's CPU with tensors as small (the
+path genprof's host profile measures, genprof.study.host) and on the meta device. `host_profile` writes this host's profile (OUT/host-profile.json,
+`genprof host-profile --only llm`). `llm_decode_eager` times `llm` at
+`--decode-size` (paper: Llama-2-7B, bf16, batch 1) decoding in eager mode: the
+tokens/s to set beside the projection of the same step.
 
 `roofline_peaks` measures what the GPU profiles' efficiencies rest on
 (genprof/roofline/hardware.py): a bf16 8192^3 matmul in TFLOP/s and the
@@ -44,6 +53,7 @@ def main() -> None:
     ap.add_argument("--out", default="gpu-check-out")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--size", default="small")
+    ap.add_argument("--decode-size", default="paper", help="size of the eager decode run (tiny on a CPU)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,6 +183,57 @@ def main() -> None:
             res = genprof.run(workload, size=args.size, device=args.device, mode="timing", repeats=5,
                               warmup=2, out=out / "runs")
             return res.meta.get("summary", {}).get("phases", res.meta.get("reason"))
+
+    @section("host_cost_per_op", results)
+    def _host_cost():
+        from genprof.profiler.timers import synchronize
+
+        def per_op_us(device: torch.device, op, n: int = 4000) -> float:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+            x, w = torch.zeros(8, 64, device=device, dtype=dtype), torch.zeros(64, 64, device=device, dtype=dtype)
+            for _ in range(200):
+                op(x, w)
+            synchronize(device)
+            ts = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    op(x, w)
+                ts.append((time.perf_counter() - t0) / n * 1e6)  # host time: no wait inside the loop
+                synchronize(device)
+            return sorted(ts)[len(ts) // 2]
+
+        ops = {"add_": lambda x, w: x.add_(1.0), "linear": lambda x, w: torch.nn.functional.linear(x, w),
+               "layer_norm": lambda x, w: torch.nn.functional.layer_norm(x, (64,))}
+        res = {}
+        for name, op in ops.items():
+            here, cpu = per_op_us(dev, op), per_op_us(torch.device("cpu"), op)
+            res[name] = {"device_us_per_op": here, "cpu_us_per_op": cpu, "device_over_cpu": here / cpu,
+                         "meta_us_per_op": per_op_us(torch.device("meta"), op, n=500)}
+        return res
+
+    @section("host_profile", results)
+    def _host_profile():
+        from genprof.roofline.host import save_host
+        from genprof.study import host
+        prof, cal = host.measure_host_profile(("llm",), repeats=3, command="scripts/gpu_check.py")
+        path = save_host(prof, out / "host-profile.json")
+        return {"cpu": prof.cpu, "path": str(path), "median_us_per_op": prof.default_op_s * 1e6,
+                "op_kinds": len(prof.op_s), "checks": cal["checks"].to_dict("records")}
+
+    @section(f"llm_decode_eager_{args.decode_size}", results)
+    def _decode():
+        import genprof
+        tokens = 64
+        res = genprof.run("llm", size=args.decode_size, device=args.device, batch=1, tokens=tokens,
+                          dtype="bfloat16" if dev.type == "cuda" else "float32", mode="timing", repeats=3,
+                          warmup=1, out=out / "runs")
+        if not res.ok:
+            return {"status": "failed", "reason": res.meta["reason"]}
+        summary = res.meta["summary"]
+        return {"status": "ok", "run": str(res.path), "tokens": tokens, "derived": summary.get("derived"),
+                "phases": {k: v.get("median_s") for k, v in summary["phases"].items()},
+                "stability": summary.get("stability")}
 
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"\nwrote {out / 'gpu_check.json'}")

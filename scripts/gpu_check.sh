@@ -4,7 +4,10 @@
 # Prints and writes to OUTDIR: the environment, CUDA-event timing against wall
 # time, the roofline peaks (bf16 8192^3 matmul TFLOP/s, device copy TB/s),
 # stable-diffusion and llm at `small` traced on CUDA with kernel time
-# attributed to ops, and the SDPA attention backends timed side by side.
+# attributed to ops, the SDPA attention backends timed side by side, the host
+# time per op on CUDA against the CPU path genprof's host profile measures,
+# this host's profile, and `llm` at paper size (Llama-2-7B, bf16, batch 1)
+# decoding in eager mode (its random build on the host takes a minute or two).
 # Never part of the tests. Wheels for missing packages (diffusers) may be
 # carried in .whl/ (see docs/results/README.md).
 set -uo pipefail
