@@ -188,7 +188,7 @@ def main() -> None:
     def _host_cost():
         from genprof.profiler.timers import synchronize
 
-        def per_op_us(device: torch.device, op, n: int = 4000) -> float:
+        def per_op_us(device: torch.device, op, n: int = 1000) -> float:  # fewer than the launch queue holds
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
             x, w = torch.zeros(8, 64, device=device, dtype=dtype), torch.zeros(64, 64, device=device, dtype=dtype)
             for _ in range(200):

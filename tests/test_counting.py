@@ -242,7 +242,17 @@ assert r is not None and [o.shape for o, _ in r.outputs] == [(4, 3)], r
 assert "torch._dynamo" not in sys.modules and "_dynamo" not in torch.__dict__
 left = [f for f in vars(decompositions).values() if "__dynamo_disable" in getattr(f, "__dict__", {})]
 assert not left, left
-with replay._dynamo_not_imported() as stubbed:  # a module first imported while replaying keeps no stand-in
+touched = []
+with replay._dynamo_not_imported(touched) as stubbed:  # what the stand-in answers, and what it notes
+    assert stubbed
+    import torch._dynamo as d
+    assert d.disable(recursive=False)(len) is len  # the decorator form
+    try:
+        d.config
+    except AttributeError:
+        pass
+assert touched == ["config"] and "torch._dynamo" not in sys.modules
+with replay._dynamo_not_imported([]) as stubbed:  # a module first imported while replaying keeps no stand-in
     assert stubbed
     import uses_dynamo
 assert "torch._dynamo" in sys.modules and uses_dynamo.torch._dynamo is sys.modules["torch._dynamo"]

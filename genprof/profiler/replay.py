@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.machinery
 import sys
 import threading
 import types
@@ -317,14 +318,15 @@ def _call(overload: Any, name: str, pos: list, kw: dict) -> Any:
 
 
 def _call_light(overload: Any, name: str, pos: list, kw: dict) -> Any:
-    """`_call` without torch's lazy import of torch._dynamo. A call that fails on the stand-in (asks it for
-    more than `disable`: an ImportError or AttributeError) runs again with torch as it is; any other
-    refusal is the op's own."""
+    """`_call` without torch's lazy import of torch._dynamo. A call that asked the stand-in for anything
+    but `disable` (its `touched` list is not empty) runs again with torch as it is, whatever it raised;
+    any other failure is the op's own refusal."""
+    touched: list[str] = []
     try:
-        with _dynamo_not_imported() as stubbed:
+        with _dynamo_not_imported(touched):
             return _call(overload, name, pos, kw)
-    except (ImportError, AttributeError):
-        if not stubbed:
+    except Exception:  # noqa: BLE001 - re-raised unless the stand-in was in the way
+        if not touched:
             raise
     return _call(overload, name, pos, kw)
 
@@ -333,46 +335,72 @@ _STUB_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _dynamo_not_imported() -> Iterator[bool]:
+def _dynamo_not_imported(touched: list[str]) -> Iterator[bool]:
     """Run a meta kernel without the import of torch._dynamo it would trigger (0.7 s, once a process).
 
     torch's Python decompositions (most backward ops' meta kernels) are wrapped in
     `torch._disable_dynamo`, which imports torch._dynamo on its first call only to mark the function
     as not traceable: nothing a meta replay needs. While torch._dynamo is not imported, a stand-in
     module answers that import with the function itself; afterwards the stand-in and every mark it
-    left are removed, so a later real import (torch.compile) sees torch exactly as before. Where
-    torch._dynamo is already imported (or another thread holds the stand-in), nothing changes. Yields
-    whether the stand-in is in place."""
-    if "torch._dynamo" in sys.modules or not _STUB_LOCK.acquire(blocking=False):
+    left are removed, and any module first imported meanwhile that kept the stand-in in a global is
+    pointed at the real torch._dynamo, so a later real import (torch.compile) sees torch as before.
+    Every other attribute asked of the stand-in is appended to `touched` (and raises), so that the
+    caller runs the op again without it. Only in a process with one Python thread, since the stand-in
+    is visible process-wide; where torch._dynamo is already imported, nothing changes. Yields whether
+    the stand-in is in place."""
+    if "torch._dynamo" in sys.modules or threading.active_count() > 1 or not _STUB_LOCK.acquire(blocking=False):
         yield False
         return
-    marked: list[Any] = []
-
-    def disable(fn: Any = None, recursive: bool = True, **_: Any) -> Any:
-        marked.append(fn)
-        return fn
-
-    stub = types.ModuleType("torch._dynamo", "stand-in while genprof replays an op on the meta device")
-    stub.disable = disable  # type: ignore[attr-defined]
-    known = len(sys.modules)
-    sys.modules["torch._dynamo"] = stub
     try:
-        yield True
+        marked: list[Any] = []
+
+        def disable(fn: Any = None, recursive: bool = True, **_: Any) -> Any:
+            if fn is None:  # used as @disable(recursive=...)
+                return functools.partial(disable, recursive=recursive)
+            marked.append(fn)
+            return fn
+
+        def asked(attr: str) -> Any:
+            touched.append(attr)
+            raise AttributeError(f"genprof's stand-in for torch._dynamo has no {attr!r}")
+
+        stub = types.ModuleType("torch._dynamo", "stand-in while genprof replays an op on the meta device")
+        stub.disable = disable  # type: ignore[attr-defined]
+        stub.__getattr__ = asked  # type: ignore[attr-defined]
+        stub.__spec__ = importlib.machinery.ModuleSpec("torch._dynamo", None)
+        last = next(reversed(sys.modules))
+        sys.modules["torch._dynamo"] = stub
+        try:
+            yield True
+        finally:
+            if sys.modules.get("torch._dynamo") is stub:
+                del sys.modules["torch._dynamo"]
+            if torch.__dict__.get("_dynamo") is stub:
+                delattr(torch, "_dynamo")
+            for fn in marked:
+                if getattr(fn, "__dict__", None) is not None and fn.__dict__.get("__dynamo_disable") is fn:
+                    del fn.__dict__["__dynamo_disable"]
+            _rebind(_imported_after(last), stub)
     finally:
-        if sys.modules.get("torch._dynamo") is stub:
-            del sys.modules["torch._dynamo"]
-        if torch.__dict__.get("_dynamo") is stub:
-            delattr(torch, "_dynamo")
-        for fn in marked:
-            if getattr(fn, "__dict__", None) is not None and fn.__dict__.get("__dynamo_disable") is fn:
-                del fn.__dict__["__dynamo_disable"]
-        if len(sys.modules) > known:  # modules first imported meanwhile (appended): none may keep the stand-in
-            _rebind(list(sys.modules.values())[max(known - 8, 0):], stub)
         _STUB_LOCK.release()
 
 
+def _imported_after(last: str) -> list[Any]:
+    """The modules added to sys.modules after `last` (insertion order), or all of them if `last` is gone."""
+    if last not in sys.modules:
+        return list(sys.modules.values())
+    new = []
+    for name in reversed(sys.modules):
+        if name == last:
+            break
+        new.append(sys.modules[name])
+    return new
+
+
 def _rebind(modules: list[Any], stub: types.ModuleType) -> None:
-    """Point every global of `modules` that holds the stand-in (or its `disable`) at the real torch._dynamo."""
+    """Point every module global of `modules` that holds the stand-in (or its `disable`) at the real
+    torch._dynamo. Not reached: the stand-in kept in a class attribute, a closure or a default argument
+    of a module first imported while replaying (none in torch 2.13's meta kernels)."""
     for mod in modules:
         names = getattr(mod, "__dict__", {})
         for k, v in list(names.items()):
