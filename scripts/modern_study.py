@@ -44,6 +44,7 @@ from genprof.api import MODERN_SUITE, SUITE
 from genprof.reports.markdown import to_markdown
 from genprof.roofline.hardware import PROFILES
 from genprof.roofline.project import project, step_weights
+from genprof.study.paper import full_counts
 
 STUDY = tuple(n for n in SUITE if n != "llm")  # the study's eight TTI/TTV workloads
 MODERN = tuple(MODERN_SUITE)
@@ -68,20 +69,6 @@ def decoder_phase(name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- paper, projected
-
-
-def full_counts(name: str, size: str, ops: pd.DataFrame) -> dict[str, int]:
-    """Steps (or decoded tokens) per stepped phase of a whole inference at `size`."""
-    wl, p = workloads.get(name), workloads.get(name).preset(size)
-    counts = {}
-    for phase in ops.loc[ops["step"] >= 0, "phase"].unique():
-        if phase == "super_resolution":
-            counts[phase] = int(p["sr_steps"])
-        elif wl.counted_by == "steps":
-            counts[phase] = int(p["steps"])
-        else:
-            counts[phase] = int(p.get("tokens") or p["grid"] ** 2)
-    return counts
 
 
 def count(names: Sequence[str], size: str, out: Path) -> dict[str, dict[str, Any]]:

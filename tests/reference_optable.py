@@ -15,6 +15,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from genprof.profiler import counting, kernels as kernel_names, naming as N, scopes, taxonomy
@@ -427,3 +428,18 @@ def _add(rows: dict[tuple, dict[str, Any]], key: tuple, module_types: dict[str, 
     row["total_time_s"] += total_s
     row["device_time_s"] += device_s
     return row
+
+
+KEY = ["repeat", "phase", "step", "module", "scope", "op", "input_shapes"]
+
+
+def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Two op tables hold the same rows (in any order): numbers within 1e-9, everything else as text."""
+    a = a.sort_values(KEY).reset_index(drop=True)
+    b = b.sort_values(KEY).reset_index(drop=True)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for col in a.columns:
+        if pd.api.types.is_numeric_dtype(a[col]):
+            np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=0, atol=1e-9, err_msg=col)
+        else:
+            assert (a[col].astype(str) == b[col].astype(str)).all(), col

@@ -18,8 +18,6 @@ from genprof.errors import GenprofError
 from genprof.profiler import events, optable, scopes
 from genprof.profiler.memory import MemoryMonitor, reset_hwm
 
-KEY = ["repeat", "phase", "step", "module", "scope", "op", "input_shapes"]
-
 
 def stack_parents(start, end):
     """The stack walk the vectorized search replaces (inputs sorted by start, then -end)."""
@@ -77,17 +75,6 @@ def profile_tiny(workload, **kw):
     return prof, modules
 
 
-def assert_same_table(a, b):
-    a = a.sort_values(KEY).reset_index(drop=True)
-    b = b.sort_values(KEY).reset_index(drop=True)
-    assert list(a.columns) == list(b.columns) and len(a) == len(b)
-    for col in a.columns:
-        if pd.api.types.is_numeric_dtype(a[col]):
-            np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=0, atol=1e-9, err_msg=col)
-        else:
-            assert (a[col].astype(str) == b[col].astype(str)).all(), col
-
-
 def assert_same_phases(a, b):
     cols = ["repeat", "phase", "step", "time_s"]
     a, b = a.sort_values(cols).reset_index(drop=True), b.sort_values(cols).reset_index(drop=True)
@@ -100,7 +87,7 @@ def test_vectorized_table_equals_reference_live_and_from_file(workload, kw, tmp_
     prof, modules = profile_tiny(workload, **kw)
     expect, expect_phases = ref.build(ref.from_profile(prof), modules.types, modules.attention_kinds)
     got, got_phases = optable.build(events.from_profile(prof), modules.types, modules.attention_kinds)
-    assert_same_table(expect, got)
+    ref.assert_same_table(expect, got)
     assert_same_phases(expect_phases, got_phases)
     assert (got["op"] == "[overhead]").any() and (got["step"] >= 0).any() and (got["family"] == "Attention").any()
     # the same profile exported as a (gzipped) Chrome trace and read back as a stream
@@ -110,7 +97,7 @@ def test_vectorized_table_equals_reference_live_and_from_file(workload, kw, tmp_
     gz.write_bytes(gzip.compress(raw.read_bytes()))
     for path in (raw, gz):
         from_file, file_phases = optable.build(events.from_chrome_trace(path), modules.types, modules.attention_kinds)
-        assert_same_table(expect, from_file)
+        ref.assert_same_table(expect, from_file)
         assert_same_phases(expect_phases, file_phases)
 
 
