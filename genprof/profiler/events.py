@@ -34,14 +34,15 @@ What an event's name and category mean (op, scope, runtime call) is
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 ArgsFn = Callable[[Sequence[int]], list[tuple[list, list, list, list]]]
-ShapesFn = Callable[[Sequence[int]], list[str]]
 # Device-event categories (Kineto's current and older spellings) and their kind code.
 DEVICE_KINDS = {"kernel": 0, "Kernel": 0, "gpu_memcpy": 1, "Memcpy": 1, "gpu_memset": 2, "Memset": 2}
 KIND_NAMES = ("kernel", "memcpy", "memset")
@@ -64,16 +65,13 @@ class EventTable:
     `names[name_id[i]]` is event i's name and `name_cat[name_id[i]]` its category
     (`cpu_op`, `user_annotation`, `cuda_runtime`, ...; '' when unknown); `start`/`end` in
     ns; `thread` a code per (process, thread); `corr` the correlation id (0: none).
-    `shapes(indices)` gives the input shapes of the named events as the op table writes
-    them (`str(list)`), `args(indices)` their (input shapes, input dtypes, concrete
-    inputs, input strides), both in the live profiler's structured form: a tensor
-    list's entry is the list of its tensors' shapes (strides). Device events:
+    `args(indices)` gives the named events' (input shapes, input dtypes, concrete
+    inputs, input strides) in the live profiler's structured form: a tensor list's
+    entry is the list of its tensors' shapes (strides). Device events:
     `kernel_corr`, `kernel_ns` (duration), `kernel_start`, `kernel_kind` (0 kernel,
     1 memcpy, 2 memset), `kernel_device`, `kernel_stream`, `kernel_name_id` into
     `kernel_names`. `meta`: the trace file's top-level keys other than its events
-    (deviceProperties, distributedInfo, ...). `sig`: per event, an id of its (shapes,
-    dtypes, argument values) when the source gives one cheaply (trace files; -1: none),
-    else None.
+    (deviceProperties, distributedInfo, ...).
     """
 
     names: list[str]
@@ -82,7 +80,6 @@ class EventTable:
     start: np.ndarray
     end: np.ndarray
     corr: np.ndarray
-    shapes: ShapesFn
     args: ArgsFn
     name_cat: list[str] = field(default_factory=list)
     kernel_corr: np.ndarray = field(default_factory=_i64)
@@ -94,14 +91,9 @@ class EventTable:
     kernel_name_id: np.ndarray = field(default_factory=_i64)
     kernel_names: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
-    sig: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.name_id)
-
-    @property
-    def kernel_name(self) -> list[str]:
-        return [self.kernel_names[i] for i in self.kernel_name_id.tolist()]
 
     def is_runtime(self) -> np.ndarray:
         """Per distinct name: whether it is a runtime/driver call (the events that launch device work)."""
@@ -154,16 +146,13 @@ def from_profile(prof: Any) -> EventTable:
             kinds.append(kind)
     knames = _Interner()
 
-    def shapes(indices: Sequence[int]) -> list[str]:
-        return [str(cpu[i].structured_input_shapes()) for i in indices]
-
     def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
         return [(cpu[i].structured_input_shapes(), cpu[i].dtypes(), cpu[i].concrete_inputs(),
                  cpu[i].structured_input_strides()) for i in indices]
 
     n = len(dev)
     return EventTable(
-        names, name_id, thread, start, start + dur, corr, shapes, args, cats,
+        names, name_id, thread, start, start + dur, corr, args, cats,
         kernel_corr=np.fromiter((r.correlation_id() for r in dev), np.int64, n),
         kernel_ns=np.fromiter((r.duration_ns() for r in dev), np.int64, n),
         kernel_start=np.fromiter((r.start_ns() for r in dev), np.int64, n),
@@ -326,3 +315,16 @@ def _depth(parent: np.ndarray) -> np.ndarray:
         j = jump[live]
         dist[live] = dist[live] + dist[j]
         jump[live] = jump[j]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection inside: reading events allocates millions of small containers and no
+    cycles, and each collection would rescan the whole heap."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

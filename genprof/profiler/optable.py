@@ -36,16 +36,14 @@ fused-attention row, for the kernel name, and once per distinct kernel name.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from genprof.profiler import counting, kernels, naming, scopes, taxonomy
-from genprof.profiler.events import KIND_NAMES, EventTable, Tree, tree as build_tree
+from genprof.profiler.events import KIND_NAMES, EventTable, Tree, gc_paused, tree as build_tree
 
 OP_COLUMNS = [
     "run_id", "workload", "size", "optimizations", "repeat", "phase", "step", "part", "module",
@@ -236,9 +234,10 @@ def _op_lines(ev: EventTable, t: Tree, c: _Context, outer_op: np.ndarray,
     self_ns = dur[rows] - np.where(over, scope_child_ns[rows], t.child_ns[rows])  # an op's self time: minus all
     shapes = np.full(len(rows), "", dtype=object)
     ev_flops, ev_bytes = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-    with _gc_paused():  # a few small lists per op event: the collector would rescan the whole heap each time
+    with gc_paused():  # a few small lists per op event: the collector would rescan the whole heap each time
         op_args = ev.args(t.order[rows[~over]].tolist())
-        shapes[~over] = [str(a[0]) for a in op_args]
+        shown: dict[int, str] = {}  # a trace file's events share one arguments tuple per signature
+        shapes[~over] = [shown.get(id(a)) or shown.setdefault(id(a), str(a[0])) for a in op_args]
         ev_flops[~over], ev_bytes[~over] = _count_events(rows[~over], op_args, ev, t, c.names, c.name_id,
                                                          fused_attention)
     lines = pd.DataFrame({
@@ -319,17 +318,6 @@ def _opaque_families(ev: EventTable, klaunch_op: np.ndarray, names: np.ndarray, 
         if best != "Other":
             out[str(names[op])] = str(best)
     return out
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: np.ndarray, name_id: np.ndarray,

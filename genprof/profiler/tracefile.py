@@ -16,7 +16,6 @@ What the events mean (ops, scopes, launches) is not decided here.
 
 from __future__ import annotations
 
-import gc
 import gzip
 import json
 import re
@@ -27,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from genprof.errors import GenprofError
-from genprof.profiler.events import DEVICE_KINDS, SKIP_CATEGORIES, EventTable, _Interner
+from genprof.profiler.events import DEVICE_KINDS, SKIP_CATEGORIES, EventTable, _Interner, gc_paused
 
 _WS = re.compile(r"[\s,]*")
 _KEY = re.compile(r'"traceEvents"\s*:\s*\[')
@@ -161,9 +160,7 @@ def read(path: str | Path) -> EventTable:
     skip, device, none = SKIP_CATEGORIES, DEVICE_KINDS, {}
     add_name, add_thread, add_start, add_dur, add_corr, add_sig = (a.append for a in (name_id, thread, start, dur,
                                                                                       corr, sig))
-    gc_was = gc.isenabled()
-    gc.disable()  # decoding allocates millions of short-lived containers and no cycles
-    try:
+    with gc_paused():
         for chunk in _event_chunks(path, meta):
             for e in chunk:  # the hot loop: one dict lookup per field, integers kept as they come
                 if e.get("ph") != "X":
@@ -212,9 +209,6 @@ def read(path: str | Path) -> EventTable:
                         sig_args.append(_live_args(dims, list(types), list(conc), strides))
                         s = sigs(key)
                     add_sig(s)
-    finally:
-        if gc_was:
-            gc.enable()
     if not name_id:
         raise GenprofError(f"{path}: the trace holds no CPU events")
     sig_arr = np.frombuffer(sig, np.int64)
@@ -222,17 +216,12 @@ def read(path: str | Path) -> EventTable:
     def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
         return [([], [], [], []) if sig_arr[i] < 0 else sig_args[sig_arr[i]] for i in indices]
 
-    sig_shapes = [str(a[0]) for a in sig_args]
-
-    def shapes(indices: Sequence[int]) -> list[str]:
-        return ["[]" if sig_arr[i] < 0 else sig_shapes[sig_arr[i]] for i in indices]
-
     col = lambda a: np.frombuffer(a, np.int64) if len(a) else np.zeros(0, np.int64)  # noqa: E731
     st = col(start)
-    return EventTable(names, col(name_id).astype(np.int32), col(thread), st, st + col(dur), col(corr), shapes, args,
+    return EventTable(names, col(name_id).astype(np.int32), col(thread), st, st + col(dur), col(corr), args,
                       cats, kernel_corr=col(k_corr), kernel_ns=col(k_ns), kernel_start=col(k_start),
                       kernel_kind=col(k_kind), kernel_device=col(k_dev), kernel_stream=col(k_stream),
-                      kernel_name_id=col(k_name), kernel_names=knames.values, meta=meta, sig=sig_arr)
+                      kernel_name_id=col(k_name), kernel_names=knames.values, meta=meta)
 
 
 def _int(value: Any) -> int:
