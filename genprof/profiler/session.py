@@ -59,9 +59,7 @@ class RepeatPolicy:
             return True
         if self.ci_target is None or n >= MAX_REPEATS or sum(walls) >= self.budget_s:
             return False
-        lo, hi, cover = median_ci(walls)
-        med = float(np.median(walls))
-        return cover < 0.95 or (hi - lo) / 2 > self.ci_target * med
+        return _ci_rel(walls) > self.ci_target
 
     def why_stopped(self, walls: list[float]) -> str:
         if self.ci_target is None:
@@ -72,8 +70,12 @@ class RepeatPolicy:
 
 
 def _ci_rel(walls: list[float]) -> float:
+    """The median's 95% CI half-width relative to the median (inf when n is too small for 95%)."""
     lo, hi, cover = median_ci(walls)
-    return (hi - lo) / 2 / float(np.median(walls)) if cover >= 0.95 else math.inf
+    med = float(np.median(walls))
+    if cover < 0.95:
+        return math.inf
+    return (hi - lo) / 2 / med if med > 0 else (0.0 if hi == lo else math.inf)
 
 
 class _Signals:

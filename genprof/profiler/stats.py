@@ -55,8 +55,10 @@ def median_ci(xs: Sequence[float], level: float = 0.95) -> tuple[float, float, f
         return float(s[0]), float(s[0]), 0.0
     pmf = [math.comb(n, i) / 2 ** n for i in range(n + 1)]
     best = (0, n - 1, 1 - 2 * pmf[0])  # ranks 0-based: P(s[j] <= median <= s[k]) = P(j < B <= k), B ~ Bin(n, 1/2)
+    tail = 0.0
     for j in range(n // 2):
-        cover = 1 - 2 * sum(pmf[:j + 1])
+        tail += pmf[j]
+        cover = 1 - 2 * tail
         if cover < level:
             break
         best = (j, n - 1 - j, cover)
@@ -72,13 +74,14 @@ def summarize(samples_s: Sequence[float]) -> dict[str, float]:
     med = float(np.median(xs))
     mad = float(np.median(np.abs(xs - med)))
     lo, hi, level = median_ci(xs)
+    p10, p25, p75, p90 = (float(v) for v in np.percentile(xs, [10, 25, 75, 90]))
     return {
         "median_s": med,
-        "p10_s": float(np.percentile(xs, 10)),
-        "p25_s": float(np.percentile(xs, 25)),
-        "p75_s": float(np.percentile(xs, 75)),
-        "p90_s": float(np.percentile(xs, 90)),
-        "iqr_s": float(np.percentile(xs, 75) - np.percentile(xs, 25)),
+        "p10_s": p10,
+        "p25_s": p25,
+        "p75_s": p75,
+        "p90_s": p90,
+        "iqr_s": p75 - p25,
         "mad_s": mad,
         "stdev_s": float(statistics.stdev(xs)) if xs.size > 1 else 0.0,
         "min_s": float(xs.min()),
