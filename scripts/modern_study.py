@@ -387,7 +387,15 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     args = ap.parse_args(argv)
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        study(args)
+    finally:
+        torch.set_num_threads(threads)  # the caller's (a test runs main in its own process)
+
+
+def study(args: argparse.Namespace) -> None:
     t0, out = time.time(), Path(args.out)
     names = [n for n in (*STUDY, *MODERN) if not args.only or n in args.only]
     counted = count(names, args.paper_size, out / f"count-{args.paper_size}")

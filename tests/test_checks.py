@@ -35,12 +35,14 @@ def test_every_workload_accepts_its_own_presets_and_refuses_what_they_do_not_hav
     if group is not None:
         with pytest.raises(GenprofError, match=f"--set {group}: unknown key 'no_such_key' for {name}; valid: "):
             params.check(wl, api.make_spec(name, params=((group, {"no_such_key": 1}),)))
-    number = next((k for k, v in tiny.items() if type(v) is int and k not in wl.bounds), None)
-    if number is not None:
+    number = next((k for k, v in tiny.items() if type(v) is int), None)
+    if number is not None:  # every int key has a lower limit: its bound's, else 1
+        ge = wl.bounds[number].ge if number in wl.bounds and wl.bounds[number].ge is not None else 1
         with pytest.raises(GenprofError, match=f"--set {number}='x' has the wrong type for {name}: expected an"):
             params.check(wl, api.make_spec(name, params=((number, "x"),)))
-        with pytest.raises(GenprofError, match=f"--set {number}=0 is too small for {name}: it must be >= 1"):
-            params.check(wl, api.make_spec(name, params=((number, 0),)))
+        low = int(ge) - 1
+        with pytest.raises(GenprofError, match=f"--set {number}={low} is too small for {name}: it must be >= {ge}"):
+            params.check(wl, api.make_spec(name, params=((number, low),)))
         with pytest.raises(GenprofError, match=f"--set {number}=True has the wrong type"):  # strict: no bools
             params.check(wl, api.make_spec(name, params=((number, True),)))
     with pytest.raises(GenprofError, match=f"--repeats 1001 is too large for {name}: it must be <= 1000"):

@@ -22,7 +22,7 @@ from genprof.profiler import events, kernels, naming, optable
 from independent_attribution import WRAPPER, Independent
 
 FIXTURES = sorted(TRACES.glob("*.json.gz"))
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"  # beside the checkout, where CI has it
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"  # the whole traces, beside a checkout that has them
 CONTRACT = FIXTURES + sorted(SHARED.glob("*.json.gz"))
 
 

@@ -110,20 +110,20 @@ def test_host_profile_loads_by_name_and_refuses_unknown_ones(tmp_path):
         load_host(bad)
 
 
-def test_host_profile_command_measures_and_writes_a_profile(tmp_path, capsys, monkeypatch):
+def test_host_profile_command_measures_and_writes_a_profile(tmp_path, monkeypatch):
+    from conftest import run_cli_inproc
     from genprof.roofline import hardware
-    from tests.test_roofline import _genprof
 
     local = HardwareProfile("local", "test cpu", "cpu", {"fp32": 1e11, "tf32": 1e11, "bf16": 1e11}, 2e10)
     monkeypatch.setattr(hardware, "measure_local", lambda **kw: local)  # this CPU's peaks: not what is tested
     out = tmp_path / "host.json"
-    r = _genprof(capsys, monkeypatch, "host-profile", "--only", "phenaki", "--repeats", "2", "--out", str(out))
+    r = run_cli_inproc("host-profile", "--only", "phenaki", "--repeats", "2", "--out", str(out))
     assert r.returncode == 0, r.stderr
     prof = load_host(out)
     assert prof.measured_on["workloads"] == ["phenaki"] and prof.measured_on["threads"] == 1
     assert prof.op_s["aten::linear"] > 0 and "phenaki" in prof.python_s
     assert "left_out_error" in r.stdout and str(out) in r.stdout
-    r = _genprof(capsys, monkeypatch, "host-profile", "--only", "gpt4")
+    r = run_cli_inproc("host-profile", "--only", "gpt4")
     assert r.returncode == 2 and r.stderr.strip().startswith("error: unknown suite workload 'gpt4'")
 
 

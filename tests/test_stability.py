@@ -173,13 +173,14 @@ def test_adaptive_repeats_through_a_run(sleeper, tmp_path):
 
 
 def test_the_thread_default_is_recorded_and_the_caller_s_threads_come_back(tmp_path):
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         one = genprof.run("llm", mode="timing", repeats=1, warmup=0, out=tmp_path)
         two = genprof.run("llm", mode="timing", repeats=1, warmup=0, out=tmp_path, threads=2)
         assert torch.get_num_threads() == 2
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(before)
     assert one.meta["environment"]["torch_threads"] == 1 == one.meta["summary"]["stability"]["signals"]["threads"]
     assert two.meta["environment"]["torch_threads"] == 2
 
