@@ -33,14 +33,6 @@ class Prompt:
     tokens: int  # tokens decoded after the prefill's
     regions: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    @property
-    def batch(self) -> int:
-        return int(self.pieces[0].shape[0])
-
-    @property
-    def length(self) -> int:
-        return sum(int(p.shape[1]) for p in self.pieces)
-
 
 @dataclass
 class Generation:
@@ -51,7 +43,6 @@ class Generation:
     logits: list[torch.Tensor]
     requests: list[Any] = field(default_factory=list)
     caches: list[Any] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def embed_prompt(engine: Any, prompt: Prompt) -> torch.Tensor:
@@ -70,12 +61,12 @@ class BatchSchedule:
             x = embed_prompt(engine, prompt)
             b, n = x.shape[:2]
             pos = torch.arange(n, device=dev)[None]
-            if per_seq:
-                caches = [engine.new_cache() for _ in range(b)]
-                step = S.per_row(x, caches, pos, "prefill")
-            else:
-                caches = [engine.new_cache()]
-                step = S.batched(x, caches[0], pos, "prefill")
+            caches = [engine.new_cache() for _ in range(b if per_seq else 1)]
+
+            def make_step(x: torch.Tensor, pos: torch.Tensor, phase: str) -> S.Step:
+                return S.per_row(x, caches, pos, phase) if per_seq else S.batched(x, caches[0], pos, phase)
+
+            step = make_step(x, pos, "prefill")
             step.regions = dict(prompt.regions)
             logits = engine.forward(step)
             tok = logits.argmax(-1, keepdim=True)
@@ -86,11 +77,7 @@ class BatchSchedule:
                     fed = tok if force is None else force[:, i:i + 1]
                     x = engine.embed(fed)
                     p = torch.full((1, 1), n + i, dtype=torch.long, device=dev)
-                    if per_seq:
-                        step = S.per_row(x, caches, p, "decode")
-                    else:
-                        step = S.batched(x, caches[0], p, "decode")
-                    logits = engine.forward(step)
+                    logits = engine.forward(make_step(x, p, "decode"))
                     tok = logits.argmax(-1, keepdim=True)
                     out.append(tok)
                     if collect:

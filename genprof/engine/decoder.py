@@ -220,8 +220,7 @@ class DecoderEngine:
     def forward(self, step: Step) -> torch.Tensor:
         """Run every layer over a step; logits (k, vocab) of the tokens it selects (Step.last_hidden)."""
         for g in step.groups:
-            if g.valid is not None or g.seg is not None or g.cache.valid is not None or g.cache.seg is not None:
-                g.cache.add_entries(g.valid, g.seg, step.x.shape[0], g.n, step.x.device)
+            g.cache.add_entries(g.valid, g.seg, step.x.shape[0], g.n, step.x.device)
         for p in self.policies:
             p.begin_step(self, step)
         for layer in range(self.n_layers):

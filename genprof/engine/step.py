@@ -99,9 +99,8 @@ class Step:
 
 def batched(x: torch.Tensor, cache: KVCache, pos: torch.Tensor, phase: str, **kw: Any) -> Step:
     """A step over every row of `x` with one cache of as many rows."""
-    regions = kw.pop("regions", {})
     select = kw.pop("select", None)
-    return Step(x, [Group(cache, 0, x.shape[1], pos, **kw)], phase, regions=regions, select=select)
+    return Step(x, [Group(cache, 0, x.shape[1], pos, **kw)], phase, select=select)
 
 
 def per_row(x: torch.Tensor, caches: list[KVCache], pos: torch.Tensor, phase: str) -> Step:

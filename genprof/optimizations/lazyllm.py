@@ -223,7 +223,7 @@ class LazyLLM(Optimization):
         super().check(spec, workload)
         if spec.device == "meta":
             raise GenprofError("--opt lazyllm selects tokens from computed attention; it cannot run on --device meta")
-        self.schedule = parse_schedule(self.option("layers"), self.option("keep"), workload.decoder_layers(spec))
+        parse_schedule(self.option("layers"), self.option("keep"), workload.decoder_layers(spec))  # refused here
 
     def apply(self, built: Any) -> Any:
         engine = built.engine

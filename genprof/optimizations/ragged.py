@@ -56,7 +56,7 @@ class RaggedSchedule:
         logits = [torch.stack([r.first_logits for r in reqs])]
         for r in reqs:  # free the KV caches now, not at the next inference
             r.cache = None
-        return Generation(tokens, logits, requests=reqs, stats=summary)
+        return Generation(tokens, logits, requests=reqs)
 
 
 class RaggedToggle(Optimization):

@@ -40,8 +40,13 @@ class TextPolicy(TokenPolicy):
     def start(self, engine: Any) -> None:
         self.retained = self.fed = 0
 
+    def _evicts(self, fed: int, retained: int) -> bool:
+        """Whether a step that brings the generated tokens to `fed` (`retained` of them in the cache) drops one."""
+        budget = max(min(self.recent, fed), kept_count(self.keep, fed))
+        return retained > budget and retained - min(self.recent, retained) > 0
+
     def begin_step(self, engine: Any, step: Any) -> None:
-        if step.phase == "decode":
+        if step.phase == "decode" and self._evicts(self.fed + 1, self.retained + 1):  # scores only when used
             step.score_layers.add(self.layer)
 
     def end_step(self, engine: Any, step: Any) -> None:
@@ -52,10 +57,9 @@ class TextPolicy(TokenPolicy):
         g, i = step.groups[0], self.layer
         self.fed += 1
         self.retained += 1  # this step's token entered every layer's cache
-        budget = max(min(self.recent, self.fed), kept_count(self.keep, self.fed))
-        candidates = self.retained - min(self.recent, self.retained)  # older generated entries that may go
-        if self.retained <= budget or candidates <= 0:
+        if not self._evicts(self.fed, self.retained):
             return
+        candidates = self.retained - min(self.recent, self.retained)  # older generated entries that may go
         total = g.cache.length(i)
         start = total - self.retained  # the generated entries are the tail of the cache
         scores = g.scores[i][:, start:start + candidates]
