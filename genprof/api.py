@@ -58,8 +58,10 @@ def make_spec(workload: str, **kwargs: Any) -> RunSpec:
     return RunSpec(workload=workload, **kwargs)
 
 
-def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
-    """The workload and optimizations of a spec, or a one-line GenprofError."""
+def validate(spec: RunSpec, memory: bool = True) -> tuple[Any, list[Any]]:
+    """The workload and optimizations of a spec, or a one-line GenprofError. `memory=False` leaves out the
+    memory check: a sweep's worker (its parent checked on the same machine), a Ray driver (the run's
+    machine is not this one)."""
     wl = workloads.get(spec.workload)
     wl.check(spec)
     opts = optimizations.resolve(spec.optimizations, spec, wl)
@@ -67,7 +69,8 @@ def validate(spec: RunSpec) -> tuple[Any, list[Any]]:
         raise GenprofError("--device meta counts FLOPs and bytes without running anything; use --mode trace")
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise GenprofError(f"device {spec.device!r} requested but CUDA is not available here; use --device cpu")
-    check_memory(wl, spec)
+    if memory:
+        check_memory(wl, spec)
     return wl, opts
 
 
@@ -78,7 +81,11 @@ def build(spec: RunSpec) -> Built:
     shapes the model and inputs); optimizations configure a copy of it (its
     engine, its contexts) and never change the cached one.
     """
-    wl, opts = validate(spec)
+    return _build(spec, *validate(spec))
+
+
+def _build(spec: RunSpec, wl: Any, opts: list[Any]) -> Built:
+    """`build` of a spec already validated (its workload and optimizations)."""
     key = (spec.workload, spec.size, spec.batch, spec.steps, spec.tokens, spec.dtype, spec.device,
            spec.seed, spec.weights, repr(spec.params))
     if key not in _CACHE:
@@ -110,15 +117,16 @@ def _quiet_libraries() -> None:
 
 
 def run(spec: RunSpec | str, out: str | Path = "runs", progress: Callable[[str], None] | None = None,
-        **kwargs: Any) -> RunResult:
-    """Run and measure one spec (or a workload name plus RunSpec fields) and store it under `out`."""
+        memory: bool = True, **kwargs: Any) -> RunResult:
+    """Run and measure one spec (or a workload name plus RunSpec fields) and store it under `out`
+    (`memory=False`: no memory check, see `validate`)."""
     if isinstance(spec, str):
         spec = make_spec(spec, **kwargs)
-    wl, _ = validate(spec)
+    wl, opts = validate(spec, memory=memory)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(run_threads(spec))
     try:
-        return _run(spec, wl, out, progress)
+        return _run(spec, wl, opts, out, progress)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -131,7 +139,7 @@ def run_threads(spec: RunSpec) -> int:
     return DEFAULT_THREADS if spec.device in ("cpu", "meta") else torch.get_num_threads()
 
 
-def _run(spec: RunSpec, wl: Any, out: str | Path, progress: Callable[[str], None] | None) -> RunResult:
+def _run(spec: RunSpec, wl: Any, opts: list[Any], out: str | Path, progress: Callable[[str], None] | None) -> RunResult:
     run_id = store.new_run_id(spec.workload, spec.size, spec.opt_label)
     writer = store.RunWriter(out, run_id)
     meta: dict[str, Any] = {
@@ -141,7 +149,7 @@ def _run(spec: RunSpec, wl: Any, out: str | Path, progress: Callable[[str], None
     ops = phases = output = None
     try:
         t0 = time.perf_counter()
-        built = build(spec)
+        built = _build(spec, wl, opts)
         meta["build_s"] = time.perf_counter() - t0
         meta["info"] = built.info
         device = torch.device(spec.device)

@@ -310,28 +310,12 @@ def _cuda_total(index: int) -> int:
     return int(torch.cuda.get_device_properties(index).total_memory)
 
 
-_SKIP: list[bool] = []
-
-
-@contextlib.contextmanager
-def skipped() -> Iterator[None]:
-    """No memory check inside: a sweep's worker (its parent checked on the same machine) or a Ray driver
-    (the run's machine is not this one)."""
-    _SKIP.append(True)
-    try:
-        yield
-    finally:
-        _SKIP.pop()
-
-
 def check_memory(wl: Any, spec: RunSpec) -> MemoryEstimate | None:
     """Refuse a run whose estimate exceeds the memory available (a GenprofError with the estimate).
 
     The estimate undercounts a CPU run's peak (docs/reliability.md: measured 1.1-1.9x), so a refused run
     would not have fit; one that passes may still run out of memory.
     """
-    if _SKIP:
-        return None
     avail = available_bytes(spec.device)
     if avail is None:
         return None

@@ -57,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m genprof.sweep_worker SPEC_JSON OUT [--parent PID]", file=sys.stderr)
         return 2
     from genprof.errors import GenprofError
-    from genprof.estimate import skipped
     from genprof.sweep import RESULT_MARK
 
     try:
@@ -65,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         from genprof.spec import RunSpec
 
         spec = RunSpec.from_dict(json.loads(argv[0]))
-        if parent is not None:
-            with skipped():
-                res = api.run(spec, out=argv[1])
-        else:
-            res = api.run(spec, out=argv[1])
+        res = api.run(spec, out=argv[1], memory=parent is None)  # a sweep's parent checked it
     except (GenprofError, json.JSONDecodeError, TypeError) as e:
         print(RESULT_MARK + json.dumps({"error": f"{e}".splitlines()[0] if str(e) else type(e).__name__}), flush=True)
         return 2
