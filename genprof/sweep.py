@@ -104,10 +104,6 @@ def index(out: str | os.PathLike, notes: list[str] | None = None) -> dict[str, S
             if notes is not None:
                 notes.append(f"ignored: {e}")
             continue
-        except OSError as e:
-            if notes is not None:
-                notes.append(f"ignored: {d / store.RUN_JSON}: {e}")
-            continue
         key = key_of_run(meta)
         if key is None:
             if notes is not None:

@@ -42,14 +42,14 @@ import genprof
 from genprof import workloads
 from genprof.api import MODERN_SUITE, SUITE
 from genprof.reports.markdown import to_markdown
-from genprof.roofline.hardware import PROFILES
+from genprof.roofline.hardware import GPU_NAMES, PROFILES
 from genprof.roofline.project import project, step_weights
-from genprof.study.paper import full_counts
+from genprof.study.paper import HEADLINE_HW, _pct, full_counts
 
 STUDY = tuple(n for n in SUITE if n != "llm")  # the study's eight TTI/TTV workloads
 MODERN = tuple(MODERN_SUITE)
-GPUS = ("a100", "h100", "h200")
-HEADLINE = "h100"
+GPUS = GPU_NAMES
+HEADLINE = HEADLINE_HW
 FAMILIES = ("Convolution", "Linear", "Attention")  # the rest is summed as "Rest"
 FUSED = {"aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention",
          "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention"}
@@ -259,10 +259,6 @@ def figure(paper: pd.DataFrame, small: pd.DataFrame, path: Path) -> list[Path]:
     return [path.with_suffix(".png"), path.with_suffix(".svg")]
 
 
-def _pct(v: float) -> str:
-    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.0f}%"
-
-
 def _range(df: pd.DataFrame, col: str, fmt=_pct) -> str:
     vals = df[col].dropna()
     if vals.empty:
@@ -390,12 +386,13 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        study(args)
+        return study(args, ap.parse_args([]))
     finally:
         torch.set_num_threads(threads)  # the caller's (a test runs main in its own process)
 
 
-def study(args: argparse.Namespace) -> None:
+def study(args: argparse.Namespace, default: argparse.Namespace) -> list[Path]:
+    """The study with the options `args` (`default`: the options' defaults, left out of the command shown)."""
     t0, out = time.time(), Path(args.out)
     names = [n for n in (*STUDY, *MODERN) if not args.only or n in args.only]
     counted = count(names, args.paper_size, out / f"count-{args.paper_size}")
@@ -412,7 +409,6 @@ def study(args: argparse.Namespace) -> None:
                        "attention share (math)", "attention share (flash)", "flash speedup", "speedup min",
                        "speedup max", "flash total s", "decoder (VAE) share", "decoder share at paper steps"]]
     written = figure(paper, small, Path(args.figure))
-    default = ap.parse_args([])
     extra = [f"--{k.replace('_', '-')} {shlex.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
              if v != getattr(default, k) and not isinstance(v, bool)] + (["--no-measure"] if args.no_measure else [])
     command = " ".join(["python scripts/modern_study.py", *extra])

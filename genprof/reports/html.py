@@ -532,8 +532,7 @@ def render_report(roots: Iterable[str | os.PathLike] | str | os.PathLike, title:
     if runs.empty:  # an empty page would look like a report of nothing measured
         where = ", ".join(map(str, roots))
         raise GenprofError(f"no readable genprof run below {where}" + (f" ({d['notes'][0]})" if d["notes"] else ""))
-    labels = F.run_labels(runs) if not runs.empty else {}
-    order = F.run_order(runs) if not runs.empty else []
+    labels, order = F.run_labels(runs), F.run_order(runs)
     for key in ("ops", "phases"):
         if not d[key].empty:
             d[key] = d[key].assign(label=d[key]["run_id"].map(labels))

@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 
 from genprof.roofline.host import HostProfile, slug
+from genprof.roofline.overlap import MODULE_CALL
 
 UNIT = ["workload", "phase", "step"]
 ROW = UNIT + ["module", "op", "input_shapes"]
-MODULE_CALL = "[module call]"
 # Measured at its paper depth with tiny widths: the host time per op grows with the number of layers (more
 # Python objects and tensor metadata than the CPU caches hold; about 3.5 us per op at 2 layers, 4.9 at 32 here).
 DEPTH: dict[str, dict[str, Any]] = {"llm": {"config": {"num_hidden_layers": 32}}}
@@ -188,12 +188,13 @@ def calibrate(rows: pd.DataFrame, plain: pd.DataFrame) -> dict[str, Any]:
     u = u.assign(predicted_s=predict(u, python, _default_python(python)), used=u["roof_s"] <= 0.5 * u["cpu_s"])
     checks = []
     for wl in u["workload"].unique():
-        mine = units(rows[rows["workload"] == wl], plain, costs, default)
         left_out = float("nan")
         if u["workload"].nunique() > 1:
             c_o, d_o, _, p_o = fitted(rows[rows["workload"] != wl])
             mine = units(rows[rows["workload"] == wl], plain, c_o, d_o)
             left_out = float(predict(mine, {}, _default_python(p_o)).sum() / mine["cpu_s"].sum() - 1)
+        else:
+            mine = units(rows[rows["workload"] == wl], plain, costs, default)
         ins = u[u["workload"] == wl]
         checks.append({"workload": wl, "units": int(len(mine)), "cpu_s": float(mine["cpu_s"].sum()),
                        "roof_share": float(mine["roof_s"].sum() / mine["cpu_s"].sum()),
