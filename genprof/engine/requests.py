@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -65,6 +65,17 @@ class Recorder:
         self.computed_prefill = 0
         self.rows = 0
         self.kv_bytes = 0
+
+    def emit(self, pairs: Iterable[tuple[Request, int]], now: float) -> None:
+        """Each (request, token) of a step: the token and the time it was ready."""
+        for r, tok in pairs:
+            r.tokens.append(tok)
+            r.times.append(now)
+
+    def decode_only(self, dt: float) -> None:
+        """A step of decodes alone took `dt`."""
+        self.decode_only_s += dt
+        self.decode_steps_s += dt
 
     def now(self) -> float:
         if self.device.type == "cuda":
@@ -134,12 +145,7 @@ def decode_running(engine: Any, reqs: list[Request], phases: Phases, rec: Record
             with phases.step(step):
                 t = time.perf_counter()
                 logits = decode_step(engine, running)
-                now = rec.now()
-                for r, tok in zip(running, argmax_list(logits)):
-                    r.tokens.append(tok)
-                    r.times.append(now)
-                dt = time.perf_counter() - t
-                rec.decode_only_s += dt
-                rec.decode_steps_s += dt
+                rec.emit(zip(running, argmax_list(logits)), rec.now())
+                rec.decode_only(time.perf_counter() - t)
             step += 1
             rec.steps += 1

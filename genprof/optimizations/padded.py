@@ -58,14 +58,9 @@ class PaddedSchedule(RaggedSchedule):
                     tok = torch.tensor([r.tokens[-1] for r in reqs], device=dev)[:, None]
                     logits = engine.forward(S.batched(engine.embed(tok), cache, pos, "decode"))
                     pos = pos + 1
-                    now = rec.now()
-                    for r, tk in zip(reqs, R.argmax_list(logits)):
-                        if not r.finished:  # a finished request's row still rides in the padded batch
-                            r.tokens.append(tk)
-                            r.times.append(now)
-                    dt = time.perf_counter() - t
-                    rec.decode_only_s += dt
-                    rec.decode_steps_s += dt
+                    # a finished request's row still rides in the padded batch
+                    rec.emit([(r, tk) for r, tk in zip(reqs, R.argmax_list(logits)) if not r.finished], rec.now())
+                    rec.decode_only(time.perf_counter() - t)
                 step_i += 1
                 rec.steps += 1
         rec.kv_bytes = cache.nbytes()

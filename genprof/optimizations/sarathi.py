@@ -81,11 +81,8 @@ class SarathiSchedule(RaggedSchedule):
                     prefilling.tokens, prefilling.times = [out[0]], [now]
                 k = 1
             else:
-                rec.decode_only_s += dt
-                rec.decode_steps_s += dt
-            for r, tok in zip(decoding, out[k:]):
-                r.tokens.append(tok)
-                r.times.append(now)
+                rec.decode_only(dt)
+            rec.emit(zip(decoding, out[k:]), now)
             for r in [r for r in active if r.finished]:
                 rec.kv_bytes = max(rec.kv_bytes, sum(a.cache.nbytes() for a in active))
                 r.cache = None
