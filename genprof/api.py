@@ -24,9 +24,8 @@ from genprof.errors import GenprofError
 from genprof.estimate import check_memory
 from genprof.profiler import measure_timing, measure_trace
 from genprof.profiler.session import RepeatPolicy
-from genprof.profiler.scopes import NO_STEP
-from genprof.profiler.stats import stability, summarize
-from genprof.reports.breakdown import breakdown
+from genprof.profiler.stats import phase_summary, stability
+from genprof.reports.breakdown import family_summary
 from genprof.spec import DEFAULT_THREADS, OptSpec, RunSpec, parse_params
 from genprof.workloads.base import Built
 
@@ -223,14 +222,7 @@ def summarize_run(m: Any, wl: Any, info: dict[str, Any], measured: bool = True) 
     no time: `measured` is False, and no phase time, share or stability is stored for it."""
     summary: dict[str, Any] = {"timer": m.timer, "mode": m.mode, "measured": measured}
     if measured:
-        times = m.phase_times
-        whole = times[times["step"] == NO_STEP].groupby(["phase", "repeat"])["time_s"].sum()
-        phase_stats = {str(ph): summarize(g.to_numpy()) for ph, g in whole.groupby(level=0)}
-        steps = times[times["step"] != NO_STEP]
-        summary["steps"] = {str(ph): {"steps_per_repeat": int(g.groupby("repeat").size().median()),
-                                      "step": summarize(g["time_s"].to_numpy())}
-                            for ph, g in steps.groupby("phase")}
-        summary["total"] = phase_stats.pop("total", {})
+        summary["total"], phase_stats, summary["steps"] = phase_summary(m.phase_times)
         summary["phases"] = phase_stats
         summary["stability"] = {**stability(summary["total"], m.signals), "signals": m.signals}
         summary["memory"] = m.memory
@@ -241,9 +233,7 @@ def summarize_run(m: Any, wl: Any, info: dict[str, Any], measured: bool = True) 
         summary["profiler"] = m.profiler
     if m.ops is not None and not m.ops.empty:
         if measured:
-            fam = breakdown(m.ops, "family")
-            summary["family_share"] = dict(zip(fam["family"], fam["share"].round(6)))
-            summary["family_time_s"] = dict(zip(fam["family"], fam["time_s"]))
+            summary.update(family_summary(m.ops))
         n = max(int(m.ops["repeat"].nunique()), 1)
         summary["flops_per_repeat"] = float(m.ops["flops"].sum() / n)
         summary["bytes_per_repeat"] = float(m.ops["bytes"].sum() / n)

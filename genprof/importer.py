@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,9 @@ import pandas as pd
 
 from genprof import store
 from genprof.errors import GenprofError
-from genprof.profiler import events, optable, scopes
-from genprof.profiler.stats import summarize
-from genprof.reports.breakdown import breakdown
+from genprof.profiler import events, optable
+from genprof.profiler.stats import phase_summary
+from genprof.reports.breakdown import family_summary
 
 TRACE_SUFFIXES = (".json", ".json.gz")
 TORCH_VERSION_KEYS = ("torch_version", "torchVersion", "pytorch_version", "pytorchVersion")
@@ -85,7 +84,7 @@ def import_trace(path: str | os.PathLike, out: str | os.PathLike = "runs", name:
     workload = name or _stem(path)
     rank = source.get("rank")
     label = re.sub(r"[^A-Za-z0-9_.=-]+", "-", workload)[:80] + (f"_rank{rank}" if rank is not None else "")
-    run_id = f"{label}_trace_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}_{secrets.token_hex(2)}"
+    run_id = store.new_run_id(label, "trace")
     tables = optable.build_tables(ev, {}, {}, {"run_id": run_id, "workload": workload, "size": "trace",
                                                "optimizations": "baseline"})
     analyze_s = time.perf_counter() - t0
@@ -151,22 +150,15 @@ def _device(meta: dict[str, Any], ev: events.EventTable) -> dict[str, Any] | Non
 
 def summarize_tables(tables: optable.Tables, analyze_s: float, cpu_events: int) -> dict[str, Any]:
     """run.json's summary of an imported trace: the keys every run has, plus `gpu`."""
-    times = tables.phases
-    whole = times[times["step"] == scopes.NO_STEP].groupby(["phase", "repeat"])["time_s"].sum()
-    phase_stats = {str(ph): summarize(g.to_numpy()) for ph, g in whole.groupby(level=0)}
-    steps = times[times["step"] != scopes.NO_STEP]
-    step_stats = {str(ph): {"steps_per_repeat": int(g.groupby("repeat").size().median()),
-                            "step": summarize(g["time_s"].to_numpy())} for ph, g in steps.groupby("phase")}
+    total, phase_stats, step_stats = phase_summary(tables.phases)
     ops = tables.ops
     summary: dict[str, Any] = {
-        "timer": "trace file", "mode": "trace", "total": phase_stats.pop("total", {}), "phases": phase_stats,
+        "timer": "trace file", "mode": "trace", "total": total, "phases": phase_stats,
         "steps": step_stats, "memory": {}, "derived": {},
         "profiler": {"events": cpu_events + tables.gpu.get("events", 0), "analyze_s": analyze_s},
     }
     if not ops.empty:
-        fam = breakdown(ops, "family")
-        summary["family_share"] = dict(zip(fam["family"], fam["share"].round(6)))
-        summary["family_time_s"] = dict(zip(fam["family"], fam["time_s"]))
+        summary.update(family_summary(ops))
         summary["flops_per_repeat"] = float(ops["flops"].sum())
         summary["bytes_per_repeat"] = float(ops["bytes"].sum())
         summary["unclassified_ops"] = sorted(ops.loc[ops["family"] == "Other", "op"].unique().tolist())

@@ -56,10 +56,11 @@ def tmp_owner(name: str) -> tuple[str | None, int | None]:
     return None, int(pid) if pid.isdigit() else None
 
 
-def new_run_id(workload: str, size: str, opt_label: str) -> str:
+def new_run_id(workload: str, size: str, opt_label: str = "") -> str:
+    """`workload_size[_options]_time_random`: unique, sortable by time within a (workload, size, options)."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     safe = "".join(c if c.isalnum() or c in "-_=." else "-" for c in opt_label)[:60]
-    return f"{workload}_{size}_{safe}_{stamp}_{secrets.token_hex(2)}"
+    return "_".join([workload, size, *([safe] if safe else []), stamp, secrets.token_hex(2)])
 
 
 def check_out(path: str | os.PathLike, flag: str = "--out", folder: bool = True) -> Path:

@@ -149,3 +149,17 @@ def significant(a: dict[str, Any], b: dict[str, Any]) -> bool | None:
     if not all(isinstance(d.get(k), (int, float)) and math.isfinite(d[k]) for d in (a, b) for k in keys):
         return None
     return a["ci_high_s"] < b["ci_low_s"] or b["ci_high_s"] < a["ci_low_s"]
+
+
+def phase_summary(times: Any) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, Any]]:
+    """(total, phases, steps) of a phase-times table (phase, step, repeat, time_s): `summarize` of each phase's
+    whole time per repeat (`total` is the phase named so), and per stepped phase its steps per repeat and the
+    statistics of one step."""
+    from genprof.profiler.scopes import NO_STEP
+
+    whole = times[times["step"] == NO_STEP].groupby(["phase", "repeat"])["time_s"].sum()
+    phases = {str(ph): summarize(g.to_numpy()) for ph, g in whole.groupby(level=0)}
+    stepped = times[times["step"] != NO_STEP]
+    steps = {str(ph): {"steps_per_repeat": int(g.groupby("repeat").size().median()),
+                       "step": summarize(g["time_s"].to_numpy())} for ph, g in stepped.groupby("phase")}
+    return phases.pop("total", {}), phases, steps

@@ -94,3 +94,10 @@ def seq_profile(ops: pd.DataFrame, per_step: bool = False) -> pd.DataFrame:
         seq_kv_max=("seq_kv", "max"), batch_heads=("batch_heads", "max"), head_dim=("head_dim", "max"),
         steps=("step", "nunique"), calls=("calls", "sum"), flops=("flops", "sum"),
         time_s=("total_time_s", "sum")).reset_index()
+
+
+def family_summary(ops: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """run.json's `family_share` and `family_time_s` of an op table."""
+    fam = breakdown(ops, "family")
+    return {"family_share": dict(zip(fam["family"], fam["share"].round(6))),
+            "family_time_s": dict(zip(fam["family"], fam["time_s"]))}
