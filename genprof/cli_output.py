@@ -68,16 +68,15 @@ def warn_unstable(meta: dict) -> None:
 
 def project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out_proj, threads,
              host_name=None, launch_us=None) -> None:
-    from genprof import store
-    from genprof.roofline import get_profile, project_run, summarize
+    from genprof.roofline import get_profile, project as project_ops, summarize
     from genprof.roofline.hardware import canonical_name
-    from genprof.roofline.project import comparable
+    from genprof.roofline.project import comparable, read_projectable
 
-    meta = store.read_run(run_dir)
+    meta, ops = read_projectable(run_dir)
     if canonical_name(hw_name) == "local" and threads is None:
         threads = (meta.get("environment") or {}).get("torch_threads")
     hw = get_profile(hw_name, threads=threads).with_overrides(eff_compute=eff_compute, eff_memory=eff_memory)
-    proj, meta = project_run(run_dir, hw, precision)
+    proj = project_ops(ops, hw, meta.get("spec", {}).get("dtype"), precision)
     measured = comparable(meta, hw)
     prec = str(proj["precision"].iloc[0]) if len(proj) else "-"
     out.print(f"projection on {hw.label}: {hw.flops(prec) / 1e12:.4g} TFLOP/s ({prec}, eff {hw.eff_compute:.2f}), "
@@ -109,7 +108,6 @@ def project(run_dir: Path, hw_name: str, eff_compute, eff_memory, precision, out
         if launch_us is not None and not 0 <= launch_us < 1e6:
             raise GenprofError(f"--launch-us must be in [0, 1000000) microseconds, got {launch_us:g}")
         hp = H.load_host(host_name).with_overrides(launch_s=None if launch_us is None else launch_us * 1e-6)
-        ops = store.read_table(run_dir, store.OPS)
         print_df(f"host and device per phase ({hp.label}, launch {hp.launch_s * 1e6:.3g} us/kernel; "
                   "docs/roofline.md)", overlap.report(ops, hw, hp, meta["spec"].get("dtype"), precision=precision))
     if out_proj is not None:

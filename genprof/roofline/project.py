@@ -116,8 +116,8 @@ def _launch_rows(proj: pd.DataFrame, launch_s: float) -> pd.DataFrame:
     return g
 
 
-def project_run(run_dir: str | Path, hw: HardwareProfile, precision: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """Project one stored trace-mode run; returns (projection, run.json)."""
+def read_projectable(run_dir: str | Path) -> tuple[dict, pd.DataFrame]:
+    """(run.json, op table) of a stored successful trace-mode run, or a one-line GenprofError."""
     from genprof import store
 
     meta = store.read_run(run_dir)
@@ -126,6 +126,12 @@ def project_run(run_dir: str | Path, hw: HardwareProfile, precision: str | None 
     ops = store.read_table(run_dir, store.OPS)
     if ops is None:
         raise GenprofError(f"{run_dir} is a timing-mode run: it has no op table; rerun with --mode trace")
+    return meta, ops
+
+
+def project_run(run_dir: str | Path, hw: HardwareProfile, precision: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Project one stored trace-mode run; returns (projection, run.json)."""
+    meta, ops = read_projectable(run_dir)
     return project(ops, hw, meta.get("spec", {}).get("dtype"), precision), meta
 
 
