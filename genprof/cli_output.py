@@ -190,12 +190,13 @@ def print_counts(ops) -> None:
               "(`genprof project RUN --hw h100` predicts times from these counts)")
     if ops is None or not len(ops):
         return
+    from genprof.reports.breakdown import counts
+
     for by in ("family", "phase"):
-        g = ops[ops["family"] != "Overhead"].groupby(by)[["calls", "flops", "bytes"]].sum()
         t = Table(title=f"counts by {by} (one pass)")
         for col in (by, "calls", "GFLOP", "MB moved", "FLOP/byte"):
             t.add_column(col, justify="right" if col != by else "left")
-        for name, r in g.sort_values("flops", ascending=False).iterrows():
+        for name, r in counts(ops, by).iterrows():
             t.add_row(str(name), f"{int(r.calls)}", f"{r.flops / 1e9:.4g}", f"{r.bytes / 1e6:.4g}",
                       f"{r.flops / r.bytes:.3g}" if r.bytes else "—")
         out.print(t)

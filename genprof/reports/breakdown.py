@@ -101,3 +101,10 @@ def family_summary(ops: pd.DataFrame) -> dict[str, dict[str, float]]:
     fam = breakdown(ops, "family")
     return {"family_share": dict(zip(fam["family"], fam["share"].round(6))),
             "family_time_s": dict(zip(fam["family"], fam["time_s"]))}
+
+
+def counts(ops: pd.DataFrame, by: str = "family") -> pd.DataFrame:
+    """Calls, FLOPs and bytes per group (Overhead rows left out), most FLOPs first: what a run on the meta
+    device counted."""
+    g = ops[ops["family"] != "Overhead"].groupby(by)[["calls", "flops", "bytes"]].sum()
+    return g.sort_values("flops", ascending=False)

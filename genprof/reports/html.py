@@ -40,7 +40,7 @@ from genprof import store
 from genprof.errors import GenprofError
 from genprof.profiler.stats import summarize
 from genprof.reports import figures as F
-from genprof.reports.breakdown import seq_profile
+from genprof.reports.breakdown import counts, seq_profile
 from genprof.reports.compare import verdict
 from genprof.reports.page import CSS, SECTIONS, SORTER_JS, TEMPLATE, env
 
@@ -384,9 +384,7 @@ def _counted_table(ops: pd.DataFrame, labels: dict[str, str], order: list[str]) 
     if not ops.empty:
         present = set(ops["run_id"])
         for rid in [r for r in order if r in present]:
-            run = ops[(ops["run_id"] == rid) & (ops["family"] != "Overhead")]
-            g = run.groupby("family")[["calls", "flops", "bytes"]].sum().sort_values("flops", ascending=False)
-            for fam, r in g.iterrows():
+            for fam, r in counts(ops[ops["run_id"] == rid]).iterrows():
                 rows.append([cell(labels[rid]), cell(fam), num(r["calls"], 6), num(r["flops"], 4, 1e-9),
                              num(r["bytes"], 4, 1e-6), num(r["flops"] / r["bytes"] if r["bytes"] else None, 3)])
     return table("table-counted", ["run", "family", "calls", "GFLOP", "MB moved", "FLOP / byte"], rows,
