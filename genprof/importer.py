@@ -119,17 +119,16 @@ def _source(path: Path, ev: events.EventTable) -> dict[str, Any]:
     """Where a run came from, from the file and the trace's own metadata."""
     m = ev.meta
     dist = m.get("distributedInfo") if isinstance(m.get("distributedInfo"), dict) else {}
-    lo = [int(ev.start.min())] + ([int(ev.kernel_start.min())] if len(ev.kernel_start) else [])
-    hi = [int(ev.end.max())] + ([int((ev.kernel_start + ev.kernel_ns).max())] if len(ev.kernel_start) else [])
+    lo, hi = ev.span_ns()
     out: dict[str, Any] = {
         "kind": "trace file", "file": str(path.resolve()), "bytes": path.stat().st_size,
         "trace_name": m.get("traceName"), "schema_version": m.get("schemaVersion"),
         "torch": next((str(m[k]) for k in TORCH_VERSION_KEYS if m.get(k)), None),
         "rank": dist.get("rank"), "world_size": dist.get("world_size"), "backend": dist.get("backend"),
-        "time_span_s": (max(hi) - min(lo)) / 1e9, "cpu_events": len(ev), "device_events": int(len(ev.kernel_ns)),
+        "time_span_s": (hi - lo) / 1e9, "cpu_events": len(ev), "device_events": int(len(ev.kernel_ns)),
         "device": _device(m, ev),
     }
-    start = min(lo) + int(m.get("baseTimeNanoseconds") or 0)
+    start = lo + int(m.get("baseTimeNanoseconds") or 0)
     if start > 10**18:  # an absolute time (after 2001): Kineto's clock is the Unix epoch
         out["start_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start / 1e9))
     return out

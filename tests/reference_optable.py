@@ -443,3 +443,11 @@ def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
             np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=0, atol=1e-9, err_msg=col)
         else:
             assert (a[col].astype(str) == b[col].astype(str)).all(), col
+
+
+def assert_same_phases(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Two phase-times tables hold the same (repeat, phase, step) rows with times within 1e-9 s."""
+    cols = ["repeat", "phase", "step", "time_s"]
+    a, b = a.sort_values(cols).reset_index(drop=True), b.sort_values(cols).reset_index(drop=True)
+    assert a[cols[:3]].astype(str).equals(b[cols[:3]].astype(str))
+    np.testing.assert_allclose(a["time_s"], b["time_s"], rtol=0, atol=1e-9)

@@ -75,20 +75,13 @@ def profile_tiny(workload, **kw):
     return prof, modules
 
 
-def assert_same_phases(a, b):
-    cols = ["repeat", "phase", "step", "time_s"]
-    a, b = a.sort_values(cols).reset_index(drop=True), b.sort_values(cols).reset_index(drop=True)
-    assert a[cols[:3]].astype(str).equals(b[cols[:3]].astype(str))
-    np.testing.assert_allclose(a["time_s"], b["time_s"], rtol=0, atol=1e-9)
-
-
 @pytest.mark.parametrize("workload,kw", [("llm", {"tokens": 6}), ("stable-diffusion", {})])
 def test_vectorized_table_equals_reference_live_and_from_file(workload, kw, tmp_path):
     prof, modules = profile_tiny(workload, **kw)
     expect, expect_phases = ref.build(ref.from_profile(prof), modules.types, modules.attention_kinds)
     got, got_phases = optable.build(events.from_profile(prof), modules.types, modules.attention_kinds)
     ref.assert_same_table(expect, got)
-    assert_same_phases(expect_phases, got_phases)
+    ref.assert_same_phases(expect_phases, got_phases)
     assert (got["op"] == "[overhead]").any() and (got["step"] >= 0).any() and (got["family"] == "Attention").any()
     # the same profile exported as a (gzipped) Chrome trace and read back as a stream
     raw = tmp_path / "trace.json"
@@ -98,7 +91,7 @@ def test_vectorized_table_equals_reference_live_and_from_file(workload, kw, tmp_
     for path in (raw, gz):
         from_file, file_phases = optable.build(events.from_chrome_trace(path), modules.types, modules.attention_kinds)
         ref.assert_same_table(expect, from_file)
-        assert_same_phases(expect_phases, file_phases)
+        ref.assert_same_phases(expect_phases, file_phases)
 
 
 def write_gpu_trace(path):

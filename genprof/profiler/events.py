@@ -95,6 +95,14 @@ class EventTable:
     def __len__(self) -> int:
         return len(self.name_id)
 
+    def span_ns(self) -> tuple[int, int]:
+        """(first start, last end) in ns over CPU and device events."""
+        lo, hi = int(self.start.min()), int(self.end.max())
+        if len(self.kernel_start):
+            lo = min(lo, int(self.kernel_start.min()))
+            hi = max(hi, int((self.kernel_start + self.kernel_ns).max()))
+        return lo, hi
+
     def is_runtime(self) -> np.ndarray:
         """Per distinct name: whether it is a runtime/driver call (the events that launch device work)."""
         return np.fromiter((c in RUNTIME_CATEGORIES for c in self.name_cat), bool, len(self.names)) \

@@ -283,9 +283,7 @@ def _phase_times(ev: EventTable, c: _Context) -> pd.DataFrame:
         "step": c.step[timed], "time_s": dur[timed] / 1e9}, columns=cols)
     if np.isin(kind, N.GENPROF_KINDS).any() or not len(kind):
         return genprof
-    kend = ev.kernel_start + ev.kernel_ns
-    lo = min([int(c.start.min())] + ([int(ev.kernel_start.min())] if len(kend) else []))
-    hi = max([int(c.end.max())] + ([int(kend.max())] if len(kend) else []))
+    lo, hi = ev.span_ns()
     frames = [pd.DataFrame({"repeat": [0], "phase": ["total"], "step": [scopes.NO_STEP], "time_s": [(hi - lo) / 1e9]}),
               pd.DataFrame({"repeat": 0, "phase": "total", "step": c.values[c.name_id[c.steps]].astype(np.int64),
                             "time_s": dur[c.steps] / 1e9})]
