@@ -237,29 +237,50 @@ import sys
 import torch
 from torch._decomp import decompositions
 from genprof.profiler import replay
-assert "torch._dynamo" not in sys.modules
+
+LAZY = ("torch._dynamo", "sympy", "torch.fx.experimental.symbolic_shapes")
+assert not any(m in sys.modules for m in LAZY)
 r = replay.replay("aten::mse_loss_backward", [[], [4, 3], [4, 3], []], ["float", "float", "float", "Scalar"],
                   ["", "", "", 1])
 assert r is not None and [o.shape for o, _ in r.outputs] == [(4, 3)], r
-assert "torch._dynamo" not in sys.modules and "_dynamo" not in torch.__dict__
+r = replay.replay("aten::linear", [[8, 16], [4, 16], [4]], ["float"] * 3, ["", "", ""])  # addmm's decomposition
+assert r is not None and [o.shape for o, _ in r.outputs] == [(8, 4)], r
+assert not any(m in sys.modules for m in LAZY), [m for m in LAZY if m in sys.modules]
+assert "_dynamo" not in torch.__dict__ and "symbolic_shapes" not in torch.fx.experimental.__dict__
 left = [f for f in vars(decompositions).values() if "__dynamo_disable" in getattr(f, "__dict__", {})]
 assert not left, left
+
 touched = []
-with replay._dynamo_not_imported(touched) as stubbed:  # what the stand-in answers, and what it notes
-    assert stubbed
+with replay._standins(touched) as stubs:  # what the stand-ins answer, and what they note
+    assert sorted(stubs) == sorted(LAZY)
     import torch._dynamo as d
+    import sympy
+    from torch.fx.experimental.symbolic_shapes import expect_true, guard_or_false, sym_eq, has_guarding_hint
     assert d.disable(recursive=False)(len) is len  # the decorator form
-    try:
-        d.config
-    except AttributeError:
-        pass
-assert touched == ["config"] and "torch._dynamo" not in sys.modules
-with replay._dynamo_not_imported([]) as stubbed:  # a module first imported while replaying keeps no stand-in
-    assert stubbed
-    import uses_dynamo
-assert "torch._dynamo" in sys.modules and uses_dynamo.torch._dynamo is sys.modules["torch._dynamo"]
-assert uses_dynamo.disable is torch._dynamo.disable and uses_dynamo.dynamo is torch._dynamo
-import torch._dynamo  # the real one, as torch.compile would import it
+    assert expect_true(True) is True and guard_or_false(False) is False and has_guarding_hint(3) is True
+    assert sym_eq([2, 3], (2, 3)) and not sym_eq([2], [2, 3]) and not isinstance(1.0, sympy.Basic)
+    torch._check(True)
+    for attempt in (lambda: d.config, lambda: expect_true(torch.ones(())), lambda: sympy.S,
+                    lambda: __import__("sympy.printing"), lambda: type("E", (sympy.Basic,), {})):
+        try:
+            attempt()
+        except (AttributeError, TypeError, ImportError):
+            pass
+        else:
+            raise AssertionError("a stand-in answered what it does not know")
+assert [m for m, _ in touched] == ["torch._dynamo", "torch.fx.experimental.symbolic_shapes", "sympy", "sympy",
+                                   "sympy"], touched
+assert not any(m in sys.modules for m in LAZY)
+with replay._standins([], skip={"sympy"}) as stubs:  # a module asked before: the real one
+    assert "sympy" not in stubs
+assert "sympy" not in sys.modules  # nothing imported it meanwhile
+with replay._standins([]) as stubs:  # a module first imported while replaying keeps no stand-in
+    import uses_lazy
+assert all(m in sys.modules for m in LAZY)
+assert uses_lazy.torch._dynamo is sys.modules["torch._dynamo"] and uses_lazy.dynamo is torch._dynamo
+assert uses_lazy.disable is torch._dynamo.disable and uses_lazy.sympy.Basic.__module__.startswith("sympy")
+import torch.fx.experimental.symbolic_shapes as real
+assert uses_lazy.expect_true is real.expect_true and real.expect_true.__module__ == real.__name__
 assert torch._dynamo.disable.__module__.startswith("torch._dynamo"), torch._dynamo.disable.__module__
 x = torch.ones(4, 3, requires_grad=True)
 torch.nn.functional.mse_loss(x, torch.zeros(4, 3)).backward()
@@ -269,15 +290,54 @@ print("ok")
 """
 
 
-def test_a_replay_leaves_torch_as_it_was_without_importing_dynamo(tmp_path):
-    """A Python decomposition's first call imports torch._dynamo (0.7 s); the replay answers that import
-    with a stand-in and removes it and its marks afterwards, so the real import still works."""
+def test_a_replay_leaves_torch_as_it_was_without_the_lazy_imports(tmp_path):
+    """A Python decomposition's first call imports torch._dynamo (0.7 s), `torch._check` and the dtype
+    promotion import symbolic_shapes and sympy (0.3 s): the replay answers those imports with stand-ins and
+    removes them and their marks afterwards, so the real imports still work."""
     import os
     import subprocess
     import sys
 
-    (tmp_path / "uses_dynamo.py").write_text("import torch._dynamo\nimport torch._dynamo as dynamo\n"
-                                              "from torch._dynamo import disable\n")
+    (tmp_path / "uses_lazy.py").write_text(
+        "import torch._dynamo\nimport torch._dynamo as dynamo\nfrom torch._dynamo import disable\n"
+        "import sympy\nfrom torch.fx.experimental.symbolic_shapes import expect_true\n")
     out = subprocess.run([sys.executable, "-c", _FRESH_REPLAY], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    assert "Warning" not in out.stderr, out.stderr[-2000:]  # the recorded program's warnings are not replayed
+
+
+_WITH_AND_WITHOUT = r"""
+import contextlib, sys
+from pathlib import Path
+from genprof.profiler import events, optable, replay
+
+LAZY = ("torch._dynamo", "sympy", "torch.fx.experimental.symbolic_shapes")
+traces = sorted(Path(sys.argv[1]).glob("*.json.gz"))
+assert len(traces) >= 4, traces
+tables = lambda: [optable.build(events.from_chrome_trace(t), {}, {})[0] for t in traces]
+with_standins = tables()
+assert not any(m in sys.modules for m in LAZY), [m for m in LAZY if m in sys.modules]
+replay._replay.cache_clear()
+replay._standins = lambda touched, skip=frozenset(): contextlib.nullcontext({})
+import sympy, torch._dynamo, torch.fx.experimental.symbolic_shapes
+import pandas as pd
+for t, a, b in zip(traces, with_standins, tables()):
+    pd.testing.assert_frame_equal(a, b, check_exact=True, obj=str(t))
+assert sum(a["flops"].sum() > 0 and a["bytes"].sum() > 0 for a in with_standins) >= 2
+print("ok")
+"""
+
+
+def test_the_stand_ins_change_no_count_of_a_real_trace():
+    """Every GPU trace of tests/data/traces counted in a fresh process with the stand-ins (none of the lazy
+    modules gets imported) and again with the real modules: the op tables are identical."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "traces"
+    out = subprocess.run([sys.executable, "-c", _WITH_AND_WITHOUT, str(data)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    assert "Warning" not in out.stderr, out.stderr[-2000:]  # the recorded program's warnings are not replayed

@@ -43,12 +43,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.machinery
+import operator
+import os
 import sys
 import threading
 import types
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -318,71 +321,199 @@ def _call(overload: Any, name: str, pos: list, kw: dict) -> Any:
 
 
 def _call_light(overload: Any, name: str, pos: list, kw: dict) -> Any:
-    """`_call` without torch's lazy import of torch._dynamo. A call that asked the stand-in for anything
-    but `disable` (its `touched` list is not empty) runs again with torch as it is, whatever it raised;
-    any other failure is the op's own refusal."""
-    touched: list[str] = []
-    try:
-        with _dynamo_not_imported(touched):
-            return _call(overload, name, pos, kw)
-    except Exception:  # noqa: BLE001 - re-raised unless the stand-in was in the way
-        if not touched:
-            raise
-    return _call(overload, name, pos, kw)
+    """`_call` without the lazy imports torch's Python meta kernels would trigger (`_standins`). A call
+    that asked a stand-in for anything it does not answer (its `touched` list is not empty) runs again,
+    whatever it raised, with the real module in place of each stand-in asked; any other failure is the
+    op's own refusal."""
+    skip: set[str] = set()
+    while True:
+        touched: list[tuple[str, str]] = []
+        try:
+            with _standins(touched, skip), _quiet():
+                return _call(overload, name, pos, kw)
+        except Exception:  # noqa: BLE001 - re-raised unless a stand-in was in the way
+            if not touched:
+                raise
+        for module, _ in touched:  # again, with the real module of each one asked (and of what it imports)
+            skip |= {module, *_NEEDS.get(module, ())}
 
 
 _STUB_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _dynamo_not_imported(touched: list[str]) -> Iterator[bool]:
-    """Run a meta kernel without the import of torch._dynamo it would trigger (0.7 s, once a process).
+def _quiet() -> Iterator[None]:
+    """No C++ warning of the replayed call on the terminal: torch prints TORCH_WARN straight to the
+    process's stderr, and a replay repeats the warnings the recorded program saw when it ran (an `out=`
+    tensor resized, `pin_memory`'s deprecated device argument). Only with one Python thread, since
+    file descriptor 2 is the process's."""
+    if threading.active_count() > 1:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr to speak of
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
-    torch's Python decompositions (most backward ops' meta kernels) are wrapped in
-    `torch._disable_dynamo`, which imports torch._dynamo on its first call only to mark the function
-    as not traceable: nothing a meta replay needs. While torch._dynamo is not imported, a stand-in
-    module answers that import with the function itself; afterwards the stand-in and every mark it
-    left are removed, and any module first imported meanwhile that kept the stand-in in a global is
-    pointed at the real torch._dynamo, so a later real import (torch.compile) sees torch as before.
-    Every other attribute asked of the stand-in is appended to `touched` (and raises), so that the
-    caller runs the op again without it. Only in a process with one Python thread, since the stand-in
-    is visible process-wide; where torch._dynamo is already imported, nothing changes. Yields whether
-    the stand-in is in place."""
-    if "torch._dynamo" in sys.modules or threading.active_count() > 1 or not _STUB_LOCK.acquire(blocking=False):
-        yield False
+
+_SHAPES = "torch.fx.experimental.symbolic_shapes"
+# What the real module imports of the others: a real import must not find their stand-ins.
+_NEEDS = {"torch._dynamo": (_SHAPES, "sympy"), _SHAPES: ("sympy",)}
+
+
+def _concrete(kinds: tuple[type, ...], touched: list[tuple[str, str]], fn: str, result: Any = None) -> Any:
+    """A stand-in for a symbolic_shapes function of one value: for a plain value of one of `kinds`, the
+    value itself (or `result`), as the real function returns; anything else is noted in `touched`."""
+    def answer(a: Any, *_: Any) -> Any:
+        if type(a) not in kinds:
+            touched.append((_SHAPES, f"{fn}({type(a).__name__})"))
+            raise TypeError(f"genprof's stand-in for {fn} takes plain values")
+        return a if result is None else result
+    return answer
+
+
+def _stand_in_attrs(touched: list[tuple[str, str]], marked: list[Any]) -> dict[str, dict[str, Any]]:
+    """What each stand-in module answers. torch._dynamo: `disable`, which torch's Python decompositions
+    call once to mark themselves as not traceable. sympy: `Basic`, asked by the dtype promotion of
+    elementwise decompositions for isinstance checks (no sympy value exists without sympy).
+    torch.fx.experimental.symbolic_shapes: the guards `torch._check` and the meta kernels call, for
+    plain bools and ints (what the real functions return for those; a SymBool or SymInt is noted)."""
+    def disable(fn: Any = None, recursive: bool = True, **_: Any) -> Any:
+        if fn is None:  # used as @disable(recursive=...)
+            return functools.partial(disable, recursive=recursive)
+        marked.append(fn)
+        return fn
+
+    def joined(name: str, op: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+        def answer(x: Any, *others: Any) -> Any:
+            if not all(type(v) is bool for v in (x, *others)):
+                touched.append((_SHAPES, f"{name}(non-bool)"))
+                raise TypeError(f"genprof's stand-in for {name} takes plain bools")
+            return functools.reduce(op, others, x)
+        return answer
+
+    def sym_eq(x: Any, y: Any) -> bool:
+        if isinstance(x, (tuple, list)) and isinstance(y, (tuple, list)):
+            return len(x) == len(y) and all(sym_eq(a, b) for a, b in zip(x, y))
+        if type(x) is int and type(y) is int:
+            return x == y
+        touched.append((_SHAPES, "sym_eq(non-int)"))
+        raise TypeError("genprof's stand-in for sym_eq takes plain ints and lists of them")
+
+    def is_nested_int(s: Any) -> bool:
+        if type(s) is int:
+            return False
+        touched.append((_SHAPES, "is_nested_int(non-int)"))
+        raise TypeError("genprof's stand-in for is_nested_int takes plain ints")
+
+    def no_subclass(cls: type, **_: Any) -> None:  # a class built on a stand-in could not be pointed back
+        touched.append(("sympy", f"subclass {cls.__qualname__}"))
+        raise TypeError("genprof's stand-in for sympy.Basic cannot be subclassed")
+
+    guards = {name: _concrete((bool,), touched, name) for name in
+              ("expect_true", "guard_bool", "guard_or_false", "guard_or_true", "statically_known_true",
+               "guard_size_oblivious")}
+    return {
+        "torch._dynamo": {"disable": disable},
+        "sympy": {"Basic": type("Basic", (), {"__module__": "genprof stand-in for sympy",
+                                              "__init_subclass__": classmethod(no_subclass)})},
+        _SHAPES: {
+            **guards, "guard_int": _concrete((int,), touched, "guard_int"),
+            "optimization_hint": _concrete((int,), touched, "optimization_hint"),
+            "guarding_hint_or_throw": _concrete((bool, int), touched, "guarding_hint_or_throw"),
+            "has_guarding_hint": _concrete((bool, int, float), touched, "has_guarding_hint", True),
+            "sym_eq": sym_eq, "sym_and": joined("sym_and", operator.and_),
+            "sym_or": joined("sym_or", operator.or_), "is_nested_int": is_nested_int},
+    }
+
+
+class _NotedFinder:
+    """A meta-path finder that notes every import of a submodule of a stand-in (which then fails)."""
+
+    def __init__(self, stubs: dict[str, types.ModuleType], touched: list[tuple[str, str]]) -> None:
+        self.stubs, self.touched = stubs, touched
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        for s in self.stubs:
+            if name.startswith(s + "."):
+                self.touched.append((s, f"import {name}"))
+        return None
+
+
+@contextlib.contextmanager
+def _standins(touched: list[tuple[str, str]], skip: set[str] | frozenset[str] = frozenset()
+              ) -> Iterator[dict[str, types.ModuleType]]:
+    """Run a meta kernel without the imports it would trigger: torch._dynamo (0.7 s), sympy and
+    torch.fx.experimental.symbolic_shapes (0.3 s), once a process, none of which a replay on concrete
+    shapes needs.
+
+    torch's Python decompositions are wrapped in `torch._disable_dynamo`, which imports torch._dynamo on
+    its first call only to mark the function as not traceable; `torch._check` imports symbolic_shapes
+    (and so sympy) for `expect_true`, which returns a plain bool as it is; the dtype promotion of
+    elementwise decompositions imports sympy only to ask whether an argument is a sympy expression.
+    While such a module is not imported, a stand-in module answers its import with those names alone
+    (`_stand_in_attrs`). Afterwards the stand-ins and every mark they left are removed, and any module
+    first imported meanwhile that kept a stand-in (or one of its names) in a global is pointed at the
+    real module, so a later real import (torch.compile, symbolic shapes) sees torch as before. Every
+    other attribute asked of a stand-in, a symbolic value given to one of its functions, and an import
+    of a submodule are appended to `touched` as (module, what) (and raise), so that the caller runs the
+    op again with those modules in `skip` (no stand-in for them). Only in a process with one Python thread, since the stand-ins are visible process-wide;
+    modules already imported are left as they are. Yields the stand-ins in place (name -> module)."""
+    if threading.active_count() > 1 or not _STUB_LOCK.acquire(blocking=False):
+        yield {}
         return
     try:
         marked: list[Any] = []
-
-        def disable(fn: Any = None, recursive: bool = True, **_: Any) -> Any:
-            if fn is None:  # used as @disable(recursive=...)
-                return functools.partial(disable, recursive=recursive)
-            marked.append(fn)
-            return fn
-
-        def asked(attr: str) -> Any:
-            touched.append(attr)
-            raise AttributeError(f"genprof's stand-in for torch._dynamo has no {attr!r}")
-
-        stub = types.ModuleType("torch._dynamo", "stand-in while genprof replays an op on the meta device")
-        stub.disable = disable  # type: ignore[attr-defined]
-        stub.__getattr__ = asked  # type: ignore[attr-defined]
-        stub.__spec__ = importlib.machinery.ModuleSpec("torch._dynamo", None)
+        stubs: dict[str, types.ModuleType] = {}
+        for name, attrs in _stand_in_attrs(touched, marked).items():
+            if name in sys.modules or name in skip:
+                continue
+            stub = types.ModuleType(name, "stand-in while genprof replays an op on the meta device")
+            stub.__dict__.update(attrs)
+            stub.__getattr__ = functools.partial(_asked, touched, name)  # type: ignore[attr-defined]
+            stub.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            stub.__path__ = []  # type: ignore[attr-defined]  # so that a submodule's import reaches the finder
+            stubs[name] = stub
+        if not stubs:
+            yield stubs
+            return
+        finder = _NotedFinder(stubs, touched)
         last = next(reversed(sys.modules))
-        sys.modules["torch._dynamo"] = stub
+        sys.modules.update(stubs)
+        sys.meta_path.insert(0, finder)
         try:
-            yield True
+            yield stubs
         finally:
-            if sys.modules.get("torch._dynamo") is stub:
-                del sys.modules["torch._dynamo"]
-            if torch.__dict__.get("_dynamo") is stub:
-                delattr(torch, "_dynamo")
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
+            for name, stub in stubs.items():
+                if sys.modules.get(name) is stub:
+                    del sys.modules[name]
+                parent, _, leaf = name.rpartition(".")
+                owner = sys.modules.get(parent) if parent else None
+                if owner is not None and owner.__dict__.get(leaf) is stub:
+                    delattr(owner, leaf)
             for fn in marked:
                 if getattr(fn, "__dict__", None) is not None and fn.__dict__.get("__dynamo_disable") is fn:
                     del fn.__dict__["__dynamo_disable"]
-            _rebind(_imported_after(last), stub)
+            _rebind(_imported_after(last), stubs)
     finally:
         _STUB_LOCK.release()
+
+
+def _asked(touched: list[tuple[str, str]], module: str, attr: str) -> Any:
+    touched.append((module, attr))
+    raise AttributeError(f"genprof's stand-in for {module} has no {attr!r}")
 
 
 def _imported_after(last: str) -> list[Any]:
@@ -397,17 +528,22 @@ def _imported_after(last: str) -> list[Any]:
     return new
 
 
-def _rebind(modules: list[Any], stub: types.ModuleType) -> None:
-    """Point every module global of `modules` that holds the stand-in (or its `disable`) at the real
-    torch._dynamo. Not reached: the stand-in kept in a class attribute, a closure or a default argument
+def _rebind(modules: list[Any], stubs: dict[str, types.ModuleType]) -> None:
+    """Point every module global of `modules` that holds a stand-in (or one of its names) at the real
+    module (or name). Not reached: a stand-in kept in a class attribute, a closure or a default argument
     of a module first imported while replaying (none in torch 2.13's meta kernels)."""
+    held: dict[int, tuple[str, str | None]] = {}
+    for name, stub in stubs.items():
+        held[id(stub)] = (name, None)
+        held.update((id(v), (name, k)) for k, v in stub.__dict__.items() if not k.startswith("__"))
     for mod in modules:
         names = getattr(mod, "__dict__", {})
         for k, v in list(names.items()):
-            if v is stub or v is stub.disable:
-                import torch._dynamo as real  # noqa: PLC0415 - rare: a module imported it while replaying
-
-                names[k] = real if v is stub else real.disable
+            found = held.get(id(v))
+            if found is None or not (v is stubs[found[0]] or v is stubs[found[0]].__dict__.get(found[1])):
+                continue
+            real = importlib.import_module(found[0])  # rare: a module imported a stand-in while replaying
+            names[k] = real if found[1] is None else getattr(real, found[1])
 
 
 def _storage(t: torch.Tensor) -> int:
