@@ -30,7 +30,7 @@ import pandas as pd
 
 from genprof import store
 from genprof.errors import GenprofError
-from genprof.profiler import events, optable
+from genprof.profiler import events, forked, optable
 from genprof.profiler.stats import phase_summary
 from genprof.reports.breakdown import family_summary
 
@@ -85,8 +85,11 @@ def import_trace(path: str | os.PathLike, out: str | os.PathLike = "runs", name:
     rank = source.get("rank")
     label = re.sub(r"[^A-Za-z0-9_.=-]+", "-", workload)[:80] + (f"_rank{rank}" if rank is not None else "")
     run_id = store.new_run_id(label, "trace")
+    before = dict(forked.STATS)
     tables = optable.build_tables(ev, {}, {}, {"run_id": run_id, "workload": workload, "size": "trace",
                                                "optimizations": "baseline"})
+    reading = {**ev.reading, "count_helpers": forked.STATS["children"] - before["children"],
+               "count_helper_peak_bytes": forked.STATS["peak_bytes"] - before["peak_bytes"]}
     analyze_s = time.perf_counter() - t0
     device = "cuda" if len(ev.kernel_ns) else "cpu"
     meta: dict[str, Any] = {
@@ -103,7 +106,7 @@ def import_trace(path: str | os.PathLike, out: str | os.PathLike = "runs", name:
                 "device_time_s is GPU time, total_time_s CPU time",
         "status": "ok",
     }
-    meta["summary"] = summarize_tables(tables, analyze_s, len(ev))
+    meta["summary"] = summarize_tables(tables, analyze_s, len(ev), reading)
     writer = store.RunWriter(out, run_id)
     try:
         writer.write_table(store.OPS, tables.ops)
@@ -147,14 +150,18 @@ def _device(meta: dict[str, Any], ev: events.EventTable) -> dict[str, Any] | Non
             "multiprocessors": p.get("numSms"), "id": p.get("id"), "used": used, "in_trace": len(props)}
 
 
-def summarize_tables(tables: optable.Tables, analyze_s: float, cpu_events: int) -> dict[str, Any]:
-    """run.json's summary of an imported trace: the keys every run has, plus `gpu`."""
+def summarize_tables(tables: optable.Tables, analyze_s: float, cpu_events: int,
+                     reading: dict[str, Any] | None = None) -> dict[str, Any]:
+    """run.json's summary of an imported trace: the keys every run has, plus `gpu`; `profiler.reading` says
+    how the file was read and counted (helper processes, their peak memory growth: `tracefile.read`,
+    `forked.split`)."""
     total, phase_stats, step_stats = phase_summary(tables.phases)
     ops = tables.ops
     summary: dict[str, Any] = {
         "timer": "trace file", "mode": "trace", "total": total, "phases": phase_stats,
         "steps": step_stats, "memory": {}, "derived": {},
-        "profiler": {"events": cpu_events + tables.gpu.get("events", 0), "analyze_s": analyze_s},
+        "profiler": {"events": cpu_events + tables.gpu.get("events", 0), "analyze_s": analyze_s,
+                     "reading": reading or {}},
     }
     if not ops.empty:
         summary.update(family_summary(ops))

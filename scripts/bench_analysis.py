@@ -86,6 +86,8 @@ def reset_peak() -> int:
 def worker_genprof(trace: Path) -> dict:
     from genprof.profiler import events, optable
 
+    from genprof.profiler import forked
+
     base = reset_peak()
     t0 = time.perf_counter()
     ev = events.from_chrome_trace(trace)
@@ -93,7 +95,8 @@ def worker_genprof(trace: Path) -> dict:
     ops, phases = optable.build(ev, {}, {})
     t2 = time.perf_counter()
     return {"parse_s": t1 - t0, "analyze_s": t2 - t1, "total_s": t2 - t0, "events": len(ev) + len(ev.kernel_ns),
-            "rows": len(ops), "peak_bytes": peak_bytes() - base}
+            "rows": len(ops), "processes": ev.reading.get("processes", 1),
+            "peak_bytes": peak_bytes() - base + ev.reading.get("helper_peak_bytes", 0) + forked.STATS["peak_bytes"]}
 
 
 def worker_hta(trace: Path) -> dict:
@@ -140,8 +143,10 @@ def worker_genprof_import(trace: Path) -> dict:
         t0 = time.perf_counter()
         res = importer.import_trace(trace, out)
         total = time.perf_counter() - t0
-        peak = peak_bytes() - base
-    return {"total_s": total, "peak_bytes": peak, "rows": len(res.ops),
+        reading = res.meta["summary"]["profiler"]["reading"]
+        # the helper processes' growth too (reading, counting): as if they all peaked at once
+        peak = peak_bytes() - base + reading.get("helper_peak_bytes", 0) + reading.get("count_helper_peak_bytes", 0)
+    return {"total_s": total, "peak_bytes": peak, "rows": len(res.ops), "processes": reading.get("processes", 1),
             "events": res.meta["source"]["cpu_events"] + res.meta["source"]["device_events"]}
 
 

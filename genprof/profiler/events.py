@@ -71,7 +71,8 @@ class EventTable:
     `kernel_corr`, `kernel_ns` (duration), `kernel_start`, `kernel_kind` (0 kernel,
     1 memcpy, 2 memset), `kernel_device`, `kernel_stream`, `kernel_name_id` into
     `kernel_names`. `meta`: the trace file's top-level keys other than its events
-    (deviceProperties, distributedInfo, ...).
+    (deviceProperties, distributedInfo, ...); `reading`: how a trace file was read (`processes`, the
+    helpers' peak memory growth `helper_peak_bytes`, the reason for a `fallback` to one pass).
     """
 
     names: list[str]
@@ -91,6 +92,7 @@ class EventTable:
     kernel_name_id: np.ndarray = field(default_factory=_i64)
     kernel_names: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    reading: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.name_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import torch
@@ -103,3 +104,11 @@ def reset_hwm() -> bool:
     except OSError:
         return False
     return read_hwm() is not None
+
+
+def peak_growth() -> Callable[[], int]:
+    """Start measuring this process's peak RSS growth (the kernel's VmHWM reset to the RSS now); the
+    returned function gives the growth so far in bytes (0 where /proc does not tell)."""
+    start = psutil.Process().memory_info().rss
+    reset_hwm()
+    return lambda: max((read_hwm() or start) - start, 0)

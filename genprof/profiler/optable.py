@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from genprof.profiler import counting, kernels, naming, scopes, taxonomy
+from genprof.profiler import counting, forked, kernels, naming, scopes, taxonomy
 from genprof.profiler.events import KIND_NAMES, EventTable, Tree, gc_paused, tree as build_tree
 
 OP_COLUMNS = [
@@ -318,11 +318,15 @@ def _opaque_families(ev: EventTable, klaunch_op: np.ndarray, names: np.ndarray, 
     return out
 
 
+COUNT_SHARE = 256  # distinct signatures a process counts at least: below it, a fork costs more than it saves
+
+
 def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: np.ndarray, name_id: np.ndarray,
                   fused_attention: bool | None) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs and bytes of each op event at sorted positions `pos` (`args`: their recorded
     arguments), counted once per distinct signature, or per call where its children decide
-    (`counting.per_call`)."""
+    (`counting.per_call`). Many distinct signatures are shared out to forked processes
+    (`forked.split`, whole signatures each, so each counts as one process would)."""
     n = len(pos)
     flops, nbytes = np.zeros(n, np.int64), np.zeros(n, np.int64)
     if not n:
@@ -334,26 +338,39 @@ def _count_events(pos: np.ndarray, args: list, ev: EventTable, t: Tree, names: n
     for i, k in enumerate(keys):
         first.setdefault(k, i)
     list_dtype = counting.dominant_dtype((args[i][0], args[i][1]) for i in first.values())
+    plist = pos.tolist()
+    groups: dict[tuple, list[int]] = {}  # (signature, fused) -> its events
+    for i, (k, op) in enumerate(zip(keys, ops)):
+        fused = fused_attention
+        if fused is None and op in taxonomy.FUSED_ATTENTION:
+            fused = "_attention_math" not in _attention_kernel(plist[i], t, names, name_id)
+        groups.setdefault((k, fused), []).append(i)
 
     def children(p: int) -> list:
         cs = t.children(p)
         return [((str(names[name_id[c]]), *a), lambda c=int(c): children(c))
                 for c, a in zip(cs.tolist(), ev.args(t.order[cs].tolist()))]
 
-    memo: dict[tuple, tuple[int, int]] = {}
-    for i, (k, op, a, p) in enumerate(zip(keys, ops, args, pos.tolist())):
-        fused = fused_attention
-        if fused is None and op in taxonomy.FUSED_ATTENTION:
-            fused = "_attention_math" not in _attention_kernel(p, t, names, name_id)
-        mk = (k, fused)
-        c = memo.get(mk)
-        if c is None:
-            shapes, dtypes, values, strides = (x or [] for x in a)
-            c = counting.count(op, shapes, dtypes, values, strides, list_dtype=list_dtype,
-                               fused_attention=fused is not False, children=(lambda p=p: children(p)))
-            if not counting.per_call(op, shapes, dtypes, values, strides, list_dtype=list_dtype):
-                memo[mk] = c
-        flops[i], nbytes[i] = c
+    def count_groups(part: list[tuple[tuple, list[int]]]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        out = []
+        for (_, fused), events in part:
+            i0 = events[0]
+            op, (shapes, dtypes, values, strides) = ops[i0], (x or [] for x in args[i0])
+            if counting.per_call(op, shapes, dtypes, values, strides, list_dtype=list_dtype):
+                at = events
+            else:
+                at = [i0]
+            out.append((events, [counting.count(op, shapes, dtypes, values, strides, list_dtype=list_dtype,
+                                                fused_attention=fused is not False,
+                                                children=(lambda p=plist[i]: children(p))) for i in at]))
+        return out
+
+    items = list(groups.items())
+    share = forked.processes(len(items) // COUNT_SHARE)
+    for part in forked.split(count_groups, [items[k::share] for k in range(share)]):
+        for events, counts in part:
+            for i, c in zip(events, counts if len(counts) == len(events) else counts * len(events)):
+                flops[i], nbytes[i] = c
     return flops, nbytes
 
 

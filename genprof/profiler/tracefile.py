@@ -12,26 +12,47 @@ before or after the array, are kept as `EventTable.meta`.
 Times are read exactly: Kineto writes microseconds with three decimals, which
 a float cannot hold for absolute timestamps; they become integer nanoseconds.
 What the events mean (ops, scopes, launches) is not decided here.
+
+A trace of 16 MiB of text or more is read by two processes where two CPUs and
+a safe fork allow (`processes_for`): this one decodes the events array from its
+front while a forked helper, which has read the same text into the same slices,
+decodes it from its back; they meet where neither has claimed a slice yet, and
+the helper's columns are joined after these, every id renumbered as one pass
+would have numbered it (`_read_from_both_ends`). The result is the one pass's,
+column for column; where a slice does not parse alone (a `}, {` inside a string)
+or the helper fails, the file is read again in one pass.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import gc
 import gzip
 import json
+import marshal
+import mmap
+import os
+import pickle
 import re
+import signal
+import struct
 from array import array
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from genprof.errors import GenprofError
+from genprof.profiler import forked
 from genprof.profiler.events import DEVICE_KINDS, SKIP_CATEGORIES, EventTable, _Interner, gc_paused
+from genprof.profiler.memory import peak_growth
 
 _WS = re.compile(r"[\s,]*")
 _KEY = re.compile(r'"traceEvents"\s*:\s*\[')
 _BOUNDARY = re.compile(r"\}\s*,\s*\{")
 _BLOCK = 8 << 20
+_SLICE = 256 << 10  # the text decoded at once: small enough for helper processes to share the work evenly
 _META_LIMIT = 64 << 20  # what follows the events array (metadata), and the longest event read
 
 
@@ -62,18 +83,26 @@ def _open_text(path: Path):
     return open(path, "rt", encoding="utf-8", errors="replace")
 
 
-def _event_chunks(path: Path, meta: dict[str, Any] | None = None) -> Iterator[list]:
+class _SplitFailed(Exception):
+    """Reading with helper processes failed (a slice cut inside a string, a helper that died): the file is
+    read again in one process."""
+
+
+def _event_chunks(path: Path, info: dict[str, Any], decode: bool = True) -> Iterator[Any]:
     """Yield the objects of a trace's `traceEvents` array (or of a bare JSON array), a list at a time.
 
-    The text is read in blocks; each block's complete events are decoded by one `json.loads`
-    of the slice up to the last `}, {` boundary (a slice that does not parse was cut inside an
-    object: it is decoded one object at a time instead). When the array ends, `meta` (if given)
-    receives the file's other top-level keys."""
+    The text is read in blocks; a slice of complete events (up to the last `}, {` boundary within
+    _SLICE characters, or within the block) is decoded by one `json.loads` (a slice that does not
+    parse was cut inside an object: it is decoded one object at a time instead). With
+    `decode=False` the slices' text is yielded instead, each slice where a decoding pass would cut it
+    (one object where no boundary follows): the same slices in every process that reads the file.
+    `info` receives the text before the array (`prefix`) and after it (`after`): the file's other
+    top-level keys."""
     dec = json.JSONDecoder(parse_float=str)
     with _open_text(path) as f:
         buf = f.read(_BLOCK)
         eof = len(buf) < _BLOCK
-        prefix = None
+        info["prefix"] = None
         if buf.lstrip().startswith("["):
             pos = buf.index("[") + 1
         else:
@@ -85,7 +114,7 @@ def _event_chunks(path: Path, meta: dict[str, Any] | None = None) -> Iterator[li
                 m = _KEY.search(buf)
             if m is None:
                 raise GenprofError(f"{path}: not a Chrome/Kineto trace (no traceEvents array)")
-            prefix, pos = buf[:m.start()], m.end()
+            info["prefix"], pos = buf[:m.start()], m.end()
         while True:
             if len(buf) - pos < _BLOCK // 2 and not eof:
                 more = f.read(_BLOCK)
@@ -96,11 +125,16 @@ def _event_chunks(path: Path, meta: dict[str, Any] | None = None) -> Iterator[li
             if pos >= len(buf):
                 raise GenprofError(f"{path}: trace ends inside the traceEvents array (truncated file?)")
             if buf[pos] == "]":
-                if meta is not None and prefix is not None:
-                    meta.update(_metadata(prefix, buf[pos + 1:] + f.read(_META_LIMIT)))
+                info["after"] = buf[pos + 1:] + f.read(_META_LIMIT)
                 return
-            cut = _last_boundary(buf, pos)
+            cut = _last_boundary(buf, pos, pos + _SLICE)
+            if cut is None:
+                cut = _last_boundary(buf, pos)
             if cut is not None:
+                if not decode:
+                    yield buf[pos:cut + 1]
+                    pos = cut + 1
+                    continue
                 try:
                     yield json.loads("[" + buf[pos:cut + 1] + "]", parse_float=str)
                     pos = cut + 1
@@ -108,7 +142,7 @@ def _event_chunks(path: Path, meta: dict[str, Any] | None = None) -> Iterator[li
                 except ValueError:
                     pass
             try:
-                obj, pos = dec.raw_decode(buf, pos)
+                obj, end = dec.raw_decode(buf, pos)
             except json.JSONDecodeError as e:
                 if not eof and len(buf) - pos < _META_LIMIT:  # an event longer than what is read so far
                     more = f.read(_BLOCK)
@@ -117,12 +151,13 @@ def _event_chunks(path: Path, meta: dict[str, Any] | None = None) -> Iterator[li
                     pos = 0
                     continue
                 raise GenprofError(f"{path}: not valid trace JSON near character {e.pos}: {e.msg}") from None
-            yield [obj]
+            yield [obj] if decode else buf[pos:end]
+            pos = end
 
 
-def _last_boundary(buf: str, pos: int) -> int | None:
-    """Index of the last `}` after `pos` that is followed by `,` and `{` (the end of a complete event)."""
-    k = len(buf)
+def _last_boundary(buf: str, pos: int, end: int | None = None) -> int | None:
+    """Index of the last `}` in buf[pos:end] that is followed by `,` and `{` (the end of a complete event)."""
+    k = len(buf) if end is None else min(end, len(buf))
     while True:
         k = buf.rfind("}", pos, k)
         if k < 0:
@@ -131,8 +166,10 @@ def _last_boundary(buf: str, pos: int) -> int | None:
             return k
 
 
-def _metadata(before: str, after: str) -> dict[str, Any]:
+def _metadata(before: str | None, after: str | None) -> dict[str, Any]:
     """The top-level keys around the events array (the array itself left out); {} if they do not parse."""
+    if before is None or after is None:
+        return {}
     try:
         out = json.loads(before + '"traceEvents": []' + after)
     except ValueError:
@@ -143,85 +180,327 @@ def _metadata(before: str, after: str) -> dict[str, Any]:
     return out
 
 
-def read(path: str | Path) -> EventTable:
-    """The events of a Chrome/Kineto trace file (.json or .json.gz), parsed as a stream."""
+def _renumbered(dst: array, src: array, values: list, known: dict, new: Callable[[int], None] | None = None) -> None:
+    """Append the id column `src` (ids into `values`; -1: none) to `dst` as ids into `known`: the values
+    it uses, in the order of their first use, are looked up there and added where new (`new(j)`)."""
+    col = np.frombuffer(src, np.int64) if len(src) else np.zeros(0, np.int64)
+    used, first = np.unique(col[col >= 0], return_index=True)
+    ids = np.full(len(values), -1, np.int64)
+    for j in used[np.argsort(first, kind="stable")].tolist():
+        v = values[j]
+        i = known.get(v)
+        if i is None:
+            i = known[v] = len(known)
+            if new is not None:
+                new(j)
+        ids[j] = i
+    dst.frombytes(np.where(col < 0, col, ids[np.maximum(col, 0)]).tobytes() if len(ids) else col.tobytes())
+
+
+class _Columns:
+    """The events of a trace (or of one part of it) as columns, 8 bytes an event each, with the names,
+    threads, argument signatures and kernel names interned in order of first appearance."""
+
+    def __init__(self, tables: _Columns | None = None) -> None:
+        """Empty columns; with `tables`, numbering names, threads, signatures and kernel names in its tables
+        (one process's runs of slices: each value interned and its arguments read once)."""
+        if tables is None:
+            self.ids: dict[str, int] = {}
+            self.names: list[str] = []
+            self.cats: list[str] = []
+            self.tids: dict[tuple, int] = {}
+            self.sigs, self.knames = _Interner(), _Interner()
+            self.sig_args: list[tuple[list, list, list, list]] = []
+        else:
+            self.ids, self.names, self.cats, self.tids = tables.ids, tables.names, tables.cats, tables.tids
+            self.sigs, self.knames, self.sig_args = tables.sigs, tables.knames, tables.sig_args
+        self.name_id, self.thread, self.start, self.dur, self.corr, self.sig = (array("q") for _ in range(6))
+        self.k_corr, self.k_ns, self.k_start, self.k_kind, self.k_dev, self.k_stream, self.k_name = (
+            array("q") for _ in range(7))
+
+    def add(self, chunks: Iterator[list]) -> None:
+        ids, names, cats, tids, sigs, knames, sig_args = (self.ids, self.names, self.cats, self.tids, self.sigs,
+                                                          self.knames, self.sig_args)
+        k_corr, k_ns, k_start, k_kind, k_dev, k_stream, k_name = (self.k_corr, self.k_ns, self.k_start, self.k_kind,
+                                                                  self.k_dev, self.k_stream, self.k_name)
+        skip, device, none = SKIP_CATEGORIES, DEVICE_KINDS, {}
+        add_name, add_thread, add_start, add_dur, add_corr, add_sig = (
+            a.append for a in (self.name_id, self.thread, self.start, self.dur, self.corr, self.sig))
+        with gc_paused():
+            for chunk in chunks:
+                for e in chunk:  # the hot loop: one dict lookup per field, integers kept as they come
+                    if e.get("ph") != "X":
+                        continue
+                    cat = e.get("cat", "")
+                    if cat in skip:
+                        continue
+                    a = e.get("args") or none
+                    kind = device.get(cat)
+                    if kind is not None:
+                        k_corr.append(int(a.get("correlation", 0) or 0))
+                        k_ns.append(_ns(e.get("dur", 0)))
+                        k_start.append(_ns(e.get("ts", 0)))
+                        k_kind.append(kind)
+                        k_dev.append(_int(a.get("device", e.get("pid"))))
+                        k_stream.append(_int(a.get("stream", e.get("tid"))))
+                        k_name.append(knames(e.get("name", "")))
+                        continue
+                    name = e.get("name", "")
+                    i = ids.get(name)
+                    if i is None:
+                        i = ids[name] = len(names)
+                        names.append(name)
+                        cats.append(cat)
+                    add_name(i)
+                    tk = (e.get("pid"), e.get("tid"))
+                    ti = tids.get(tk)
+                    if ti is None:
+                        ti = tids[tk] = len(tids)
+                    add_thread(ti)
+                    v = e.get("ts", 0)
+                    add_start(v * 1000 if type(v) is int else _ns(v))
+                    v = e.get("dur", 0)
+                    add_dur(v * 1000 if type(v) is int else _ns(v))
+                    v = a.get("correlation", 0)
+                    add_corr(v if type(v) is int else int(v or 0))
+                    dims = a.get("Input Dims")
+                    if dims is None:
+                        add_sig(-1)
+                    else:
+                        types, conc = a.get("Input type", ()), a.get("Concrete Inputs", ())
+                        strides = a.get("Input Strides", ())
+                        key = marshal.dumps((dims, types, conc, strides), 2)  # by value: no references
+                        s = sigs.ids.get(key)
+                        if s is None:
+                            sig_args.append(_live_args(dims, list(types), list(conc), strides))
+                            s = sigs(key)
+                        add_sig(s)
+
+    def extend(self, other: _Columns) -> None:
+        """Append the events of the part after this one. Each name, thread, signature and kernel name the
+        part's events use is numbered as one pass over both would have numbered it (first appearance),
+        whatever else the part's tables hold (parts read by one process share their tables)."""
+        def new_name(j: int) -> None:
+            self.names.append(other.names[j])
+            self.cats.append(other.cats[j])
+
+        def new_sig(j: int) -> None:
+            self.sigs.values.append(other.sigs.values[j])
+            self.sig_args.append(other.sig_args[j])
+
+        _renumbered(self.name_id, other.name_id, other.names, self.ids, new_name)
+        _renumbered(self.thread, other.thread, list(other.tids), self.tids)
+        _renumbered(self.sig, other.sig, other.sigs.values, self.sigs.ids, new_sig)
+        _renumbered(self.k_name, other.k_name, other.knames.values, self.knames.ids,
+                    lambda j: self.knames.values.append(other.knames.values[j]))
+        for mine, theirs in ((self.start, other.start), (self.dur, other.dur), (self.corr, other.corr),
+                             (self.k_corr, other.k_corr), (self.k_ns, other.k_ns), (self.k_start, other.k_start),
+                             (self.k_kind, other.k_kind), (self.k_dev, other.k_dev), (self.k_stream, other.k_stream)):
+            mine.extend(theirs)
+
+    def append_shared(self, other: _Columns) -> None:
+        """Append the events of the part after this one that numbers its values in the same tables."""
+        for mine, theirs in zip(self._columns(), other._columns()):
+            mine.extend(theirs)
+
+    def _columns(self) -> tuple[array, ...]:
+        return (self.name_id, self.thread, self.start, self.dur, self.corr, self.sig, self.k_corr, self.k_ns,
+                self.k_start, self.k_kind, self.k_dev, self.k_stream, self.k_name)
+
+    def table(self, meta: dict[str, Any], reading: dict[str, Any]) -> EventTable:
+        sig_arr = np.frombuffer(self.sig, np.int64) if len(self.sig) else np.zeros(0, np.int64)
+        sig_args = self.sig_args
+
+        def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
+            return [([], [], [], []) if sig_arr[i] < 0 else sig_args[sig_arr[i]] for i in indices]
+
+        col = lambda a: np.frombuffer(a, np.int64) if len(a) else np.zeros(0, np.int64)  # noqa: E731
+        st = col(self.start)
+        return EventTable(self.names, col(self.name_id).astype(np.int32), col(self.thread), st, st + col(self.dur),
+                          col(self.corr), args, self.cats, kernel_corr=col(self.k_corr), kernel_ns=col(self.k_ns),
+                          kernel_start=col(self.k_start), kernel_kind=col(self.k_kind),
+                          kernel_device=col(self.k_dev), kernel_stream=col(self.k_stream),
+                          kernel_name_id=col(self.k_name), kernel_names=self.knames.values, meta=meta,
+                          reading=reading)
+
+
+PARALLEL_MIN_CHARS = 16 << 20  # the text worth a helper process (its fork, its copy of the text, the join)
+
+
+def processes_for(path: Path, processes: int | None = None) -> int:
+    """How many processes read `path` (1 or 2): `processes` if given, else 2 from 16 MiB of text, where
+    `forked.processes` allows (two CPUs, a fork that is safe)."""
+    want = 2 if (processes if processes is not None else _text_size(path) // PARALLEL_MIN_CHARS) >= 2 else 1
+    return forked.processes(want, limit=processes is None)
+
+
+def _text_size(path: Path) -> int:
+    """The length of the trace's text: the file's size, or for gzip the size its trailer records (modulo
+    4 GiB, the last member's only: it only decides how many processes read it)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b" or size < 18:
+            return size
+        f.seek(-4, 2)
+        return max(int.from_bytes(f.read(4), "little"), size)
+
+
+def read(path: str | Path, processes: int | None = None) -> EventTable:
+    """The events of a Chrome/Kineto trace file (.json or .json.gz), parsed as a stream; a large one by
+    two processes from both ends of its events array (`processes_for`, `_read_from_both_ends`)."""
     path = Path(path)
     if not path.is_file():
         raise GenprofError(f"trace file not found: {path}")
-    ids: dict[str, int] = {}
-    names: list[str] = []
-    cats: list[str] = []
-    tids: dict[tuple, int] = {}
-    sigs, knames = _Interner(), _Interner()
-    name_id, thread, start, dur, corr, sig = (array("q") for _ in range(6))  # 8 bytes an event each
-    k_corr, k_ns, k_start, k_kind, k_dev, k_stream, k_name = (array("q") for _ in range(7))
-    sig_args: list[tuple[list, list, list, list]] = []
-    meta: dict[str, Any] = {}
-    skip, device, none = SKIP_CATEGORIES, DEVICE_KINDS, {}
-    add_name, add_thread, add_start, add_dur, add_corr, add_sig = (a.append for a in (name_id, thread, start, dur,
-                                                                                      corr, sig))
-    with gc_paused():
-        for chunk in _event_chunks(path, meta):
-            for e in chunk:  # the hot loop: one dict lookup per field, integers kept as they come
-                if e.get("ph") != "X":
-                    continue
-                cat = e.get("cat", "")
-                if cat in skip:
-                    continue
-                a = e.get("args") or none
-                kind = device.get(cat)
-                if kind is not None:
-                    k_corr.append(int(a.get("correlation", 0) or 0))
-                    k_ns.append(_ns(e.get("dur", 0)))
-                    k_start.append(_ns(e.get("ts", 0)))
-                    k_kind.append(kind)
-                    k_dev.append(_int(a.get("device", e.get("pid"))))
-                    k_stream.append(_int(a.get("stream", e.get("tid"))))
-                    k_name.append(knames(e.get("name", "")))
-                    continue
-                name = e.get("name", "")
-                i = ids.get(name)
-                if i is None:
-                    i = ids[name] = len(names)
-                    names.append(name)
-                    cats.append(cat)
-                add_name(i)
-                tk = (e.get("pid"), e.get("tid"))
-                ti = tids.get(tk)
-                if ti is None:
-                    ti = tids[tk] = len(tids)
-                add_thread(ti)
-                v = e.get("ts", 0)
-                add_start(v * 1000 if type(v) is int else _ns(v))
-                v = e.get("dur", 0)
-                add_dur(v * 1000 if type(v) is int else _ns(v))
-                v = a.get("correlation", 0)
-                add_corr(v if type(v) is int else int(v or 0))
-                dims = a.get("Input Dims")
-                if dims is None:
-                    add_sig(-1)
-                else:
-                    types, conc = a.get("Input type", ()), a.get("Concrete Inputs", ())
-                    strides = a.get("Input Strides", ())
-                    key = repr((dims, types, conc, strides))
-                    s = sigs.ids.get(key)
-                    if s is None:
-                        sig_args.append(_live_args(dims, list(types), list(conc), strides))
-                        s = sigs(key)
-                    add_sig(s)
-    if not name_id:
+    cols, info, reading = None, {}, {"processes": 1, "helper_peak_bytes": 0}
+    if processes_for(path, processes) > 1:
+        try:
+            cols, info, reading = _read_from_both_ends(path)
+        except _SplitFailed as e:
+            cols, info, reading["fallback"] = None, {}, str(e)
+    if cols is None:
+        cols = _Columns()
+        cols.add(_event_chunks(path, info))
+    if not cols.name_id:
         raise GenprofError(f"{path}: the trace holds no CPU events")
-    sig_arr = np.frombuffer(sig, np.int64)
+    return cols.table(_metadata(info.get("prefix"), info.get("after")), reading)
 
-    def args(indices: Sequence[int]) -> list[tuple[list, list, list, list]]:
-        return [([], [], [], []) if sig_arr[i] < 0 else sig_args[sig_arr[i]] for i in indices]
 
-    col = lambda a: np.frombuffer(a, np.int64) if len(a) else np.zeros(0, np.int64)  # noqa: E731
-    st = col(start)
-    return EventTable(names, col(name_id).astype(np.int32), col(thread), st, st + col(dur), col(corr), args,
-                      cats, kernel_corr=col(k_corr), kernel_ns=col(k_ns), kernel_start=col(k_start),
-                      kernel_kind=col(k_kind), kernel_device=col(k_dev), kernel_stream=col(k_stream),
-                      kernel_name_id=col(k_name), kernel_names=knames.values, meta=meta)
+class _Claims:
+    """Which process decodes which slice: this one takes slices from the front, a helper from the back,
+    each claiming a slice under a lock (a one-byte token in a pipe) only while the other has not
+    reached it, so that every slice is decoded once."""
+
+    def __init__(self) -> None:
+        self.mem = mmap.mmap(-1, 16)  # shared with a forked helper: (next front slice, lowest back slice)
+        self.mem[:] = struct.pack("<qq", 0, 1 << 62)
+        self.r, self.w = os.pipe()
+        os.write(self.w, b"t")
+
+    def _take(self, front: bool, index: int) -> bool:
+        os.read(self.r, 1)
+        try:
+            f, b = struct.unpack("<qq", self.mem[:])
+            if front and index < b:
+                self.mem[:8] = struct.pack("<q", index + 1)
+                return True
+            if not front and index >= f:
+                self.mem[8:] = struct.pack("<q", index)
+                return True
+            return False
+        finally:
+            os.write(self.w, b"t")
+
+    def front(self, index: int) -> bool:
+        return self._take(True, index)
+
+    def back(self, index: int) -> bool:
+        return self._take(False, index)
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.mem.close()
+
+
+def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str, Any]]:
+    """Decode the events array from its front here while a forked helper decodes it from its back.
+
+    The helper reads the whole text into the same slices as this process (`_event_chunks` with
+    `decode=False`), keeps the last ones (at most HELPER_TEXT characters, and 2/3 of the text) and decodes
+    them from the last one down; the two meet where `_Claims` says, and this process stops reading there. The helper's
+    columns (one run, in file order) are joined after this process's. _SplitFailed where a slice does
+    not parse alone or the helper failed: the caller reads the file again in one pass."""
+    claims = _Claims()
+    r, w = os.pipe()
+    with forked.fork_quietly():
+        pid = os.fork()
+    if pid == 0:  # the helper: never returns
+        status = 1
+        try:
+            os.close(r)
+            status = _helper(path, claims, w)
+        finally:
+            os._exit(status)
+    os.close(w)
+    result = os.fdopen(r, "rb")
+    done = False
+    try:
+        info: dict[str, Any] = {}
+        cols = _Columns()
+        slices = 0
+        with gc_paused():
+            for i, text in enumerate(_event_chunks(path, info, decode=False)):
+                if not claims.front(i):
+                    break
+                try:
+                    chunk = json.loads("[" + text + "]", parse_float=str)
+                except ValueError:
+                    raise _SplitFailed(f"slice {i} does not parse alone") from None
+                cols.add((chunk,))
+                slices += 1
+            data = result.read()
+            done = True
+            payload = pickle.loads(data) if data else "the reading helper ended without its columns"
+    finally:
+        result.close()
+        if not done:  # this side failed: the helper's work is not wanted
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        claims.close()
+    if isinstance(payload, str):
+        raise _SplitFailed(payload)
+    back, after, helper_slices, peak = payload
+    if "after" not in info:
+        info["after"] = after
+    joined = _Columns()
+    joined.extend(cols)
+    joined.extend(back)
+    return joined, info, {"processes": 2, "helper_peak_bytes": peak, "slices": slices + helper_slices,
+                          "helper_slices": helper_slices}
+
+
+HELPER_TEXT = 512 << 20  # the most text the helper keeps (and at most 2/3 of the trace's): its last slices
+
+
+def _helper(path: Path, claims: _Claims, out: int) -> int:
+    gc.disable()  # a short life of many small containers and no cycles (`gc_paused`)
+    growth = peak_growth()
+    try:
+        info: dict[str, Any] = {}
+        kept: collections.deque[str] = collections.deque()
+        size = first = 0
+        most = min(HELPER_TEXT, 2 * _text_size(path) // 3)
+        for text in _event_chunks(path, info, decode=False):
+            kept.append(text)
+            size += len(text)
+            while size > most and len(kept) > 1:
+                size -= len(kept.popleft())
+                first += 1
+        tables = _Columns()
+        parts: list[_Columns] = []
+        index = first + len(kept) - 1
+        while kept and claims.back(index):
+            part = _Columns(tables)
+            text = kept.pop()
+            try:
+                part.add((json.loads("[" + text + "]", parse_float=str),))
+            except ValueError:
+                payload: Any = f"slice {index} does not parse alone"
+                break
+            parts.append(part)
+            index -= 1
+        else:
+            run = _Columns(tables)
+            for part in reversed(parts):
+                run.append_shared(part)
+            payload = (run, info.get("after"), len(parts), growth())
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which reads the file in one pass
+        payload = f"the reading helper failed: {type(e).__name__}: {e}"
+    with os.fdopen(out, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return 0
 
 
 def _int(value: Any) -> int:
