@@ -7,9 +7,11 @@ to `want`, the CPUs this process may use and MAX_PROCESSES. `split(fn, parts)`
 computes `fn(part)` for each part, the first here and the others in forked
 children that see this process's memory as it was (nothing is sent to them)
 and send back their results, pickled, through a pipe, with their peak memory
-growth (`STATS`). A child that fails or dies is not trusted: its part is
-computed here again, so a result is always what one process would have
-computed.
+growth (`STATS`). A child that cannot start, fails, dies or takes too long
+(WAIT_S, or 4x this process's own part) is not trusted: its part is computed
+here again, so a result is always what one process would have computed.
+Children run torch with one thread, as DataLoader workers do: the parent's
+OpenMP pool does not survive a fork.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import threading
+import time
 import warnings
 from typing import Any, Callable, Iterator, Sequence
+
+import torch
 
 from genprof.profiler.memory import peak_growth
 
@@ -52,34 +58,53 @@ def fork_quietly() -> Iterator[None]:
         yield
 
 
+WAIT_S = 30.0  # the least a child is waited for (else 4x this process's own part): then its part here
+
+
 def split(fn: Callable[[Any], Any], parts: Sequence[Any]) -> list[Any]:
-    """[fn(part) for part in parts]: parts[1:] in forked children, parts[0] here, at the same time."""
+    """[fn(part) for part in parts]: parts[1:] in forked children, parts[0] here, at the same time. A part
+    whose child cannot start, fails, dies or takes too long is computed here."""
     if len(parts) <= 1 or processes(len(parts), limit=False) < len(parts):
         return [fn(p) for p in parts]
-    children: list[tuple[int, int]] = []
+    t0 = time.perf_counter()
+    children: dict[int, tuple[int, int]] = {}
     try:
-        for part in parts[1:]:
-            children.append(_fork(fn, part))
+        for k in range(1, len(parts)):
+            try:
+                children[k] = _fork(fn, parts[k])
+            except OSError:  # no process to spare: this one computes it
+                break
         results = [fn(parts[0])]
-        for k, (pid, fd) in enumerate(children, start=1):
-            results.append(_collect(pid, fd, lambda k=k: fn(parts[k])))
-        children = []
+        wait = max(WAIT_S, 4 * (time.perf_counter() - t0))
+        for k in range(1, len(parts)):
+            child = children.pop(k, None)
+            got = _collect(*child, wait) if child is not None else _NOTHING
+            results.append(fn(parts[k]) if got is _NOTHING else got)
     finally:
-        for pid, fd in children:
+        for pid, fd in children.values():
             _kill(pid, fd)
     return results
 
 
+_NOTHING = object()
+
+
 def _fork(fn: Callable[[Any], Any], part: Any) -> tuple[int, int]:
     r, w = os.pipe()
-    with fork_quietly():
-        pid = os.fork()
+    try:
+        with fork_quietly():
+            pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
     if pid:
         os.close(w)
         return pid, r
     status = 1
     try:  # the child: never returns
         os.close(r)
+        torch.set_num_threads(1)  # an OpenMP pool of the parent's does not survive a fork (as in DataLoader workers)
         growth = peak_growth()
         result = fn(part)
         data = pickle.dumps((result, growth()), protocol=pickle.HIGHEST_PROTOCOL)
@@ -90,20 +115,33 @@ def _fork(fn: Callable[[Any], Any], part: Any) -> tuple[int, int]:
         os._exit(status)
 
 
-def _collect(pid: int, fd: int, again: Callable[[], Any]) -> Any:
-    """A child's result; computed here again if the child failed."""
+def _collect(pid: int, fd: int, seconds: float) -> Any:
+    """A child's result, or _NOTHING where it failed, died or took longer than `seconds` (it is killed)."""
+    end = time.monotonic() + seconds
+    chunks = []
     try:
-        with os.fdopen(fd, "rb") as f:
-            data = f.read()
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+                return _NOTHING
+            data = os.read(fd, 1 << 20)
+            if not data:
+                break
+            chunks.append(data)
     finally:
+        os.close(fd)
         _, status = os.waitpid(pid, 0)
-    if status == 0:
-        with contextlib.suppress(Exception):
-            result, grown = pickle.loads(data)
-            STATS["children"] += 1
-            STATS["peak_bytes"] += grown
-            return result
-    return again()
+    if status != 0:
+        return _NOTHING
+    try:
+        result, grown = pickle.loads(b"".join(chunks))
+    except Exception:  # noqa: BLE001 - a child that wrote half of it
+        return _NOTHING
+    STATS["children"] += 1
+    STATS["peak_bytes"] += grown
+    return result
 
 
 def _kill(pid: int, fd: int) -> None:

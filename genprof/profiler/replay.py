@@ -50,6 +50,7 @@ import os
 import sys
 import threading
 import types
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -242,6 +243,41 @@ def _meta(shape: Sequence[int], stride: Any, dtype: torch.dtype) -> torch.Tensor
 
 def _run(overload: Any, schema: Any, shapes: tuple, dtypes: tuple, values: list, strides: tuple,
          list_dtype: str, numbers: dict[int, Any]) -> Replay:
+    """The call on meta tensors, without the lazy imports torch's Python meta kernels would trigger
+    (`_standins`). A call that asked a stand-in for anything it does not answer (its `touched` list is
+    not empty) runs again, on new arguments, whatever it returned or raised, with the real module in
+    place of each stand-in asked; any other failure is the op's own refusal."""
+    skip: set[str] = set()
+    while True:
+        pos, kw, named, tensors = _arguments(schema, shapes, dtypes, values, strides, list_dtype, numbers)
+        touched: list[tuple[str, str]] = []
+        try:
+            with torch.no_grad(), _standins(touched, skip), _quiet():
+                out = _call(overload, schema.name, pos, kw)
+        except Exception:  # noqa: BLE001 - re-raised unless a stand-in was in the way
+            if not touched:
+                raise
+        else:
+            if not touched:
+                break
+        for module, _ in touched:  # again, with the real module of each one asked (and of what it imports)
+            skip |= {module, *_NEEDS.get(module, ())}
+    written_storage = {_storage(x) for _, x, role in tensors if role != "read"}
+    inputs_storage = {_storage(x) for _, x, _ in tensors}
+    outputs = []
+    for o in _flatten(out):
+        if o.device.type != "meta":
+            raise ValueError("replay left the meta device")
+        s = _storage(o)
+        outputs.append((_describe(o), s in written_storage or s not in inputs_storage))
+    inputs = tuple((name, _describe(x), role) for name, x, role in tensors)
+    return Replay(str(overload), inputs, tuple(outputs), named)
+
+
+def _arguments(schema: Any, shapes: tuple, dtypes: tuple, values: list, strides: tuple, list_dtype: str,
+               numbers: dict[int, Any]) -> tuple[list, dict, dict, list[tuple[str, torch.Tensor, str]]]:
+    """The call's positional and keyword arguments (new meta tensors), its recorded values by argument
+    name, and its tensors as (argument name, tensor, role)."""
     pos: list[Any] = []
     kw: dict[str, Any] = {}
     named: dict[str, Any] = {}
@@ -282,18 +318,7 @@ def _run(overload: Any, schema: Any, shapes: tuple, dtypes: tuple, values: list,
             kw[arg.name] = v
         else:
             pos.append(v)
-    with torch.no_grad():
-        out = _call_light(overload, schema.name, pos, kw)
-    written_storage = {_storage(x) for _, x, role in tensors if role != "read"}
-    inputs_storage = {_storage(x) for _, x, _ in tensors}
-    outputs = []
-    for o in _flatten(out):
-        if o.device.type != "meta":
-            raise ValueError("replay left the meta device")
-        s = _storage(o)
-        outputs.append((_describe(o), s in written_storage or s not in inputs_storage))
-    inputs = tuple((name, _describe(x), role) for name, x, role in tensors)
-    return Replay(str(overload), inputs, tuple(outputs), named)
+    return pos, kw, named, tensors
 
 
 def _sdpa_by_its_cpu_kernel(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -320,53 +345,45 @@ def _call(overload: Any, name: str, pos: list, kw: dict) -> Any:
     return overload(*pos, **kw)
 
 
-def _call_light(overload: Any, name: str, pos: list, kw: dict) -> Any:
-    """`_call` without the lazy imports torch's Python meta kernels would trigger (`_standins`). A call
-    that asked a stand-in for anything it does not answer (its `touched` list is not empty) runs again,
-    whatever it raised, with the real module in place of each stand-in asked; any other failure is the
-    op's own refusal."""
-    skip: set[str] = set()
-    while True:
-        touched: list[tuple[str, str]] = []
-        try:
-            with _standins(touched, skip), _quiet():
-                return _call(overload, name, pos, kw)
-        except Exception:  # noqa: BLE001 - re-raised unless a stand-in was in the way
-            if not touched:
-                raise
-        for module, _ in touched:  # again, with the real module of each one asked (and of what it imports)
-            skip |= {module, *_NEEDS.get(module, ())}
-
-
 _STUB_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """No C++ warning of the replayed call on the terminal: torch prints TORCH_WARN straight to the
-    process's stderr, and a replay repeats the warnings the recorded program saw when it ran (an `out=`
-    tensor resized, `pin_memory`'s deprecated device argument). Only with one Python thread, since
-    file descriptor 2 is the process's."""
-    if threading.active_count() > 1:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no stderr to speak of
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+    """No warning of the replayed call on the terminal: torch prints TORCH_WARN straight to the process's
+    stderr, and a replay repeats the warnings the recorded program saw when it ran (an `out=` tensor
+    resized, `pin_memory`'s deprecated device argument); Python warnings are ignored (and so not marked
+    as shown). Only with one Python thread, since file descriptor 2 is the process's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if threading.active_count() > 1:
+            yield
+            return
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no stderr to speak of
+            yield
+            return
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            os.close(saved)
+            yield
+            return
+        try:
+            os.dup2(null, 2)
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
 
 
 _SHAPES = "torch.fx.experimental.symbolic_shapes"
+_COMPILE_FILE = os.path.join("torch", "_compile.py")
 # What the real module imports of the others: a real import must not find their stand-ins.
 _NEEDS = {"torch._dynamo": (_SHAPES, "sympy"), _SHAPES: ("sympy",)}
 
@@ -374,7 +391,7 @@ _NEEDS = {"torch._dynamo": (_SHAPES, "sympy"), _SHAPES: ("sympy",)}
 def _concrete(kinds: tuple[type, ...], touched: list[tuple[str, str]], fn: str, result: Any = None) -> Any:
     """A stand-in for a symbolic_shapes function of one value: for a plain value of one of `kinds`, the
     value itself (or `result`), as the real function returns; anything else is noted in `touched`."""
-    def answer(a: Any, *_: Any) -> Any:
+    def answer(a: Any, *_: Any, **__: Any) -> Any:
         if type(a) not in kinds:
             touched.append((_SHAPES, f"{fn}({type(a).__name__})"))
             raise TypeError(f"genprof's stand-in for {fn} takes plain values")
@@ -389,8 +406,12 @@ def _stand_in_attrs(touched: list[tuple[str, str]], marked: list[Any]) -> dict[s
     torch.fx.experimental.symbolic_shapes: the guards `torch._check` and the meta kernels call, for
     plain bools and ints (what the real functions return for those; a SymBool or SymInt is noted)."""
     def disable(fn: Any = None, recursive: bool = True, **_: Any) -> Any:
-        if fn is None:  # used as @disable(recursive=...)
-            return functools.partial(disable, recursive=recursive)
+        caller = sys._getframe(1).f_code
+        if fn is None or caller.co_name != "inner" or not caller.co_filename.endswith(_COMPILE_FILE):
+            # anything but torch._disable_dynamo's first call (a decorator applied by a module imported
+            # meanwhile would leave its function undecorated for good)
+            touched.append(("torch._dynamo", "disable outside torch._disable_dynamo"))
+            raise TypeError("genprof's stand-in for torch._dynamo.disable answers torch._disable_dynamo only")
         marked.append(fn)
         return fn
 

@@ -35,8 +35,10 @@ import mmap
 import os
 import pickle
 import re
+import select
 import signal
 import struct
+import time
 from array import array
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -218,12 +220,14 @@ class _Columns:
         self.k_corr, self.k_ns, self.k_start, self.k_kind, self.k_dev, self.k_stream, self.k_name = (
             array("q") for _ in range(7))
 
-    def add(self, chunks: Iterator[list]) -> None:
+    def add(self, chunks: Iterator[list], restate: bool = False) -> None:
+        """Append the events of `chunks`. `restate`: the category of each name is the one of its first
+        event here, whatever an earlier call recorded (parts added last first)."""
         ids, names, cats, tids, sigs, knames, sig_args = (self.ids, self.names, self.cats, self.tids, self.sigs,
                                                           self.knames, self.sig_args)
         k_corr, k_ns, k_start, k_kind, k_dev, k_stream, k_name = (self.k_corr, self.k_ns, self.k_start, self.k_kind,
                                                                   self.k_dev, self.k_stream, self.k_name)
-        skip, device, none = SKIP_CATEGORIES, DEVICE_KINDS, {}
+        skip, device, none, restated = SKIP_CATEGORIES, DEVICE_KINDS, {}, set()
         add_name, add_thread, add_start, add_dur, add_corr, add_sig = (
             a.append for a in (self.name_id, self.thread, self.start, self.dur, self.corr, self.sig))
         with gc_paused():
@@ -251,6 +255,9 @@ class _Columns:
                         i = ids[name] = len(names)
                         names.append(name)
                         cats.append(cat)
+                    if restate and name not in restated:
+                        restated.add(name)
+                        cats[i] = cat
                     add_name(i)
                     tk = (e.get("pid"), e.get("tid"))
                     ti = tids.get(tk)
@@ -377,6 +384,8 @@ class _Claims:
         os.write(self.w, b"t")
 
     def _take(self, front: bool, index: int) -> bool:
+        if not select.select([self.r], [], [], HELPER_WAIT_S)[0]:  # the other side died holding it
+            raise _SplitFailed("the claims lock was not released")
         os.read(self.r, 1)
         try:
             f, b = struct.unpack("<qq", self.mem[:])
@@ -403,18 +412,34 @@ class _Claims:
         self.mem.close()
 
 
+HELPER_WAIT_S = 30.0  # the least a helper is waited for (else 4x this side's time): then one pass instead
+
+
 def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str, Any]]:
     """Decode the events array from its front here while a forked helper decodes it from its back.
 
     The helper reads the whole text into the same slices as this process (`_event_chunks` with
-    `decode=False`), keeps the last ones (at most HELPER_TEXT characters, and 2/3 of the text) and decodes
-    them from the last one down; the two meet where `_Claims` says, and this process stops reading there. The helper's
-    columns (one run, in file order) are joined after this process's. _SplitFailed where a slice does
-    not parse alone or the helper failed: the caller reads the file again in one pass."""
-    claims = _Claims()
-    r, w = os.pipe()
-    with forked.fork_quietly():
-        pid = os.fork()
+    `decode=False`), keeps the last ones (at most HELPER_TEXT characters, and 2/3 of the text) and
+    decodes them from the last one down; the two meet where `_Claims` says, and this process stops
+    reading there (where it reads every slice itself, the helper is stopped and not waited for). The
+    helper's columns (one run, in file order) are joined after this process's. _SplitFailed where a
+    slice does not parse alone, the helper fails or takes too long, the two disagree on the slice where
+    they met (the file changed meanwhile), or no helper can be started: the caller reads the file
+    again in one pass."""
+    t0 = time.perf_counter()
+    fds: list[int] = []
+    try:
+        claims = _Claims()
+        fds += os.pipe()
+        with forked.fork_quietly():
+            pid = os.fork()
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        with contextlib.suppress(NameError):
+            claims.close()
+        raise _SplitFailed(f"no reading helper: {e}") from None
+    r, w = fds
     if pid == 0:  # the helper: never returns
         status = 1
         try:
@@ -423,8 +448,8 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
         finally:
             os._exit(status)
     os.close(w)
-    result = os.fdopen(r, "rb")
-    done = False
+    stop = None
+    waited = False
     try:
         info: dict[str, Any] = {}
         cols = _Columns()
@@ -432,6 +457,7 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
         with gc_paused():
             for i, text in enumerate(_event_chunks(path, info, decode=False)):
                 if not claims.front(i):
+                    stop = (i, len(text), text[:64])
                     break
                 try:
                     chunk = json.loads("[" + text + "]", parse_float=str)
@@ -439,26 +465,46 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
                     raise _SplitFailed(f"slice {i} does not parse alone") from None
                 cols.add((chunk,))
                 slices += 1
-            data = result.read()
-            done = True
-            payload = pickle.loads(data) if data else "the reading helper ended without its columns"
+            if stop is not None:
+                data = _read_all(r, max(HELPER_WAIT_S, 4 * (time.perf_counter() - t0)))
+                waited = True
+                payload = pickle.loads(data) if data else "the reading helper ended without its columns"
     finally:
-        result.close()
-        if not done:  # this side failed: the helper's work is not wanted
+        os.close(r)
+        if not waited:  # this side failed or read it all: the helper's work is not wanted
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         claims.close()
+    reading = {"processes": 2, "helper_peak_bytes": 0, "slices": slices, "helper_slices": 0}
+    if stop is None:  # every slice read here
+        return cols, info, reading
     if isinstance(payload, str):
         raise _SplitFailed(payload)
-    back, after, helper_slices, peak = payload
+    back, after, helper_slices, met, peak = payload
+    if met != stop:
+        raise _SplitFailed("the two readers disagree on the slice where they met (the file changed?)")
     if "after" not in info:
         info["after"] = after
     joined = _Columns()
     joined.extend(cols)
     joined.extend(back)
-    return joined, info, {"processes": 2, "helper_peak_bytes": peak, "slices": slices + helper_slices,
+    return joined, info, {**reading, "helper_peak_bytes": peak, "slices": slices + helper_slices,
                           "helper_slices": helper_slices}
+
+
+def _read_all(fd: int, seconds: float) -> bytes:
+    """Everything a helper writes to `fd` until it closes it; _SplitFailed after `seconds`."""
+    end = time.monotonic() + seconds
+    parts = []
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise _SplitFailed(f"the reading helper did not finish within {seconds:.0f} s")
+        data = os.read(fd, 1 << 20)
+        if not data:
+            return b"".join(parts)
+        parts.append(data)
 
 
 HELPER_TEXT = 512 << 20  # the most text the helper keeps (and at most 2/3 of the trace's): its last slices
@@ -481,11 +527,13 @@ def _helper(path: Path, claims: _Claims, out: int) -> int:
         tables = _Columns()
         parts: list[_Columns] = []
         index = first + len(kept) - 1
+        met = None
         while kept and claims.back(index):
             part = _Columns(tables)
             text = kept.pop()
-            try:
-                part.add((json.loads("[" + text + "]", parse_float=str),))
+            met = (index, len(text), text[:64])
+            try:  # slices come last first: a name's category is the one of its first event in file order
+                part.add((json.loads("[" + text + "]", parse_float=str),), restate=True)
             except ValueError:
                 payload: Any = f"slice {index} does not parse alone"
                 break
@@ -495,7 +543,7 @@ def _helper(path: Path, claims: _Claims, out: int) -> int:
             run = _Columns(tables)
             for part in reversed(parts):
                 run.append_shared(part)
-            payload = (run, info.get("after"), len(parts), growth())
+            payload = (run, info.get("after"), len(parts), met, growth())
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which reads the file in one pass
         payload = f"the reading helper failed: {type(e).__name__}: {e}"
     with os.fdopen(out, "wb") as f:
