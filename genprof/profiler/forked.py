@@ -115,28 +115,35 @@ def _fork(fn: Callable[[Any], Any], part: Any) -> tuple[int, int]:
         os._exit(status)
 
 
-def _collect(pid: int, fd: int, seconds: float) -> Any:
-    """A child's result, or _NOTHING where it failed, died or took longer than `seconds` (it is killed)."""
+def read_all(fd: int, seconds: float) -> bytes:
+    """Everything written to `fd` until its writer closes it; TimeoutError after `seconds`."""
     end = time.monotonic() + seconds
     chunks = []
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError(f"nothing more within {seconds:.0f} s")
+        data = os.read(fd, 1 << 20)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def _collect(pid: int, fd: int, seconds: float) -> Any:
+    """A child's result, or _NOTHING where it failed, died or took longer than `seconds` (it is killed)."""
     try:
-        while True:
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, 9)
-                return _NOTHING
-            data = os.read(fd, 1 << 20)
-            if not data:
-                break
-            chunks.append(data)
+        data = read_all(fd, seconds)
+    except TimeoutError:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+        data = b""
     finally:
         os.close(fd)
         _, status = os.waitpid(pid, 0)
     if status != 0:
         return _NOTHING
     try:
-        result, grown = pickle.loads(b"".join(chunks))
+        result, grown = pickle.loads(data)
     except Exception:  # noqa: BLE001 - a child that wrote half of it
         return _NOTHING
     STATS["children"] += 1

@@ -466,7 +466,11 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
                 cols.add((chunk,))
                 slices += 1
             if stop is not None:
-                data = _read_all(r, max(HELPER_WAIT_S, 4 * (time.perf_counter() - t0)))
+                wait = max(HELPER_WAIT_S, 4 * (time.perf_counter() - t0))
+                try:
+                    data = forked.read_all(r, wait)
+                except TimeoutError:
+                    raise _SplitFailed(f"the reading helper did not finish within {wait:.0f} s") from None
                 waited = True
                 payload = pickle.loads(data) if data else "the reading helper ended without its columns"
     finally:
@@ -491,20 +495,6 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
     joined.extend(back)
     return joined, info, {**reading, "helper_peak_bytes": peak, "slices": slices + helper_slices,
                           "helper_slices": helper_slices}
-
-
-def _read_all(fd: int, seconds: float) -> bytes:
-    """Everything a helper writes to `fd` until it closes it; _SplitFailed after `seconds`."""
-    end = time.monotonic() + seconds
-    parts = []
-    while True:
-        left = end - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise _SplitFailed(f"the reading helper did not finish within {seconds:.0f} s")
-        data = os.read(fd, 1 << 20)
-        if not data:
-            return b"".join(parts)
-        parts.append(data)
 
 
 HELPER_TEXT = 512 << 20  # the most text the helper keeps (and at most 2/3 of the trace's): its last slices
