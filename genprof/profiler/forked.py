@@ -10,6 +10,7 @@ and send back their results, pickled, through a pipe, with their peak memory
 growth (`STATS`). A child that cannot start, fails, dies or takes too long
 (WAIT_S, or 4x this process's own part) is not trusted: its part is computed
 here again, so a result is always what one process would have computed.
+`start`, `finish` and `stop` are one such child, for work split otherwise.
 Children run torch with one thread, as DataLoader workers do: the parent's
 OpenMP pool does not survive a fork.
 """
@@ -17,16 +18,20 @@ OpenMP pool does not survive a fork.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import select
+import signal
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from genprof.profiler.events import gc_paused
 from genprof.profiler.memory import peak_growth
 
 MAX_PROCESSES = 4
@@ -61,35 +66,17 @@ def fork_quietly() -> Iterator[None]:
 WAIT_S = 30.0  # the least a child is waited for (else 4x this process's own part): then its part here
 
 
-def split(fn: Callable[[Any], Any], parts: Sequence[Any]) -> list[Any]:
-    """[fn(part) for part in parts]: parts[1:] in forked children, parts[0] here, at the same time. A part
-    whose child cannot start, fails, dies or takes too long is computed here."""
-    if len(parts) <= 1 or processes(len(parts), limit=False) < len(parts):
-        return [fn(p) for p in parts]
-    t0 = time.perf_counter()
-    children: dict[int, tuple[int, int]] = {}
-    try:
-        for k in range(1, len(parts)):
-            try:
-                children[k] = _fork(fn, parts[k])
-            except OSError:  # no process to spare: this one computes it
-                break
-        results = [fn(parts[0])]
-        wait = max(WAIT_S, 4 * (time.perf_counter() - t0))
-        for k in range(1, len(parts)):
-            child = children.pop(k, None)
-            got = _collect(*child, wait) if child is not None else _NOTHING
-            results.append(fn(parts[k]) if got is _NOTHING else got)
-    finally:
-        for pid, fd in children.values():
-            _kill(pid, fd)
-    return results
+@dataclass
+class Child:
+    """A forked process computing one thing (`start`): its pid and the read end of its result's pipe."""
+
+    pid: int
+    fd: int
 
 
-_NOTHING = object()
-
-
-def _fork(fn: Callable[[Any], Any], part: Any) -> tuple[int, int]:
+def start(fn: Callable[[], Any]) -> Child:
+    """Fork a child that computes fn() and sends back (result, its peak RSS growth), pickled; OSError
+    (nothing left open) where no process can be started."""
     r, w = os.pipe()
     try:
         with fork_quietly():
@@ -100,19 +87,50 @@ def _fork(fn: Callable[[Any], Any], part: Any) -> tuple[int, int]:
         raise
     if pid:
         os.close(w)
-        return pid, r
+        return Child(pid, r)
     status = 1
     try:  # the child: never returns
         os.close(r)
         torch.set_num_threads(1)  # an OpenMP pool of the parent's does not survive a fork (as in DataLoader workers)
         growth = peak_growth()
-        result = fn(part)
+        result = fn()
         data = pickle.dumps((result, growth()), protocol=pickle.HIGHEST_PROTOCOL)
         with os.fdopen(w, "wb") as f:
             f.write(data)
         status = 0
     finally:
         os._exit(status)
+
+
+def finish(child: Child, seconds: float) -> tuple[Any, int] | None:
+    """The child's (result, peak RSS growth), or None where it failed or died; TimeoutError where it took
+    longer than `seconds` (it is killed). The child is reaped either way."""
+    try:
+        data = read_all(child.fd, seconds)
+    except TimeoutError:
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGKILL)
+        raise
+    finally:
+        os.close(child.fd)
+        _, status = os.waitpid(child.pid, 0)
+    if status != 0:
+        return None
+    try:
+        with gc_paused():
+            return pickle.loads(data)
+    except Exception:  # noqa: BLE001 - a child that wrote half of it
+        return None
+
+
+def stop(child: Child) -> None:
+    """Kill and reap a child whose result is not wanted."""
+    with contextlib.suppress(OSError):
+        os.close(child.fd)
+    with contextlib.suppress(OSError):
+        os.kill(child.pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child.pid, 0)
 
 
 def read_all(fd: int, seconds: float) -> bytes:
@@ -129,32 +147,34 @@ def read_all(fd: int, seconds: float) -> bytes:
         chunks.append(data)
 
 
-def _collect(pid: int, fd: int, seconds: float) -> Any:
-    """A child's result, or _NOTHING where it failed, died or took longer than `seconds` (it is killed)."""
+def split(fn: Callable[[Any], Any], parts: Sequence[Any]) -> list[Any]:
+    """[fn(part) for part in parts]: parts[1:] in forked children, parts[0] here, at the same time. A part
+    whose child cannot start, fails, dies or takes too long is computed here."""
+    if len(parts) <= 1 or processes(len(parts), limit=False) < len(parts):
+        return [fn(p) for p in parts]
+    t0 = time.perf_counter()
+    children: dict[int, Child] = {}
     try:
-        data = read_all(fd, seconds)
-    except TimeoutError:
-        with contextlib.suppress(OSError):
-            os.kill(pid, 9)
-        data = b""
+        for k in range(1, len(parts)):
+            try:
+                children[k] = start(functools.partial(fn, parts[k]))
+            except OSError:  # no process to spare: this one computes it
+                break
+        results = [fn(parts[0])]
+        wait = max(WAIT_S, 4 * (time.perf_counter() - t0))
+        for k in range(1, len(parts)):
+            child = children.pop(k, None)
+            got = None
+            if child is not None:
+                with contextlib.suppress(TimeoutError):
+                    got = finish(child, wait)
+            if got is None:
+                results.append(fn(parts[k]))
+            else:
+                results.append(got[0])
+                STATS["children"] += 1
+                STATS["peak_bytes"] += got[1]
     finally:
-        os.close(fd)
-        _, status = os.waitpid(pid, 0)
-    if status != 0:
-        return _NOTHING
-    try:
-        result, grown = pickle.loads(data)
-    except Exception:  # noqa: BLE001 - a child that wrote half of it
-        return _NOTHING
-    STATS["children"] += 1
-    STATS["peak_bytes"] += grown
-    return result
-
-
-def _kill(pid: int, fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
-    with contextlib.suppress(OSError):
-        os.kill(pid, 9)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+        for child in children.values():
+            stop(child)
+    return results

@@ -386,6 +386,7 @@ _SHAPES = "torch.fx.experimental.symbolic_shapes"
 _COMPILE_FILE = os.path.join("torch", "_compile.py")
 # What the real module imports of the others: a real import must not find their stand-ins.
 _NEEDS = {"torch._dynamo": (_SHAPES, "sympy"), _SHAPES: ("sympy",)}
+_STANDS_IN = ("torch._dynamo", _SHAPES, "sympy")  # the modules `_standins` may answer for
 
 
 def _concrete(kinds: tuple[type, ...], touched: list[tuple[str, str]], fn: str, result: Any = None) -> Any:
@@ -488,9 +489,11 @@ def _standins(touched: list[tuple[str, str]], skip: set[str] | frozenset[str] = 
     real module, so a later real import (torch.compile, symbolic shapes) sees torch as before. Every
     other attribute asked of a stand-in, a symbolic value given to one of its functions, and an import
     of a submodule are appended to `touched` as (module, what) (and raise), so that the caller runs the
-    op again with those modules in `skip` (no stand-in for them). Only in a process with one Python thread, since the stand-ins are visible process-wide;
-    modules already imported are left as they are. Yields the stand-ins in place (name -> module)."""
-    if threading.active_count() > 1 or not _STUB_LOCK.acquire(blocking=False):
+    op again with those modules in `skip` (no stand-in for them). Only in a process with one Python
+    thread, since the stand-ins are visible process-wide; modules already imported are left as they
+    are. Yields the stand-ins in place (name -> module)."""
+    if all(name in sys.modules or name in skip for name in _STANDS_IN) or threading.active_count() > 1 \
+            or not _STUB_LOCK.acquire(blocking=False):  # nothing to stand in for, or not safely
         yield {}
         return
     try:

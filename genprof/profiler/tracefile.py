@@ -13,7 +13,7 @@ Times are read exactly: Kineto writes microseconds with three decimals, which
 a float cannot hold for absolute timestamps; they become integer nanoseconds.
 What the events mean (ops, scopes, launches) is not decided here.
 
-A trace of 16 MiB of text or more is read by two processes where two CPUs and
+A trace of 32 MiB of text or more is read by two processes where two CPUs and
 a safe fork allow (`processes_for`): this one decodes the events array from its
 front while a forked helper, which has read the same text into the same slices,
 decodes it from its back; they meet where neither has claimed a slice yet, and
@@ -33,10 +33,8 @@ import json
 import marshal
 import mmap
 import os
-import pickle
 import re
 import select
-import signal
 import struct
 import time
 from array import array
@@ -48,7 +46,6 @@ import numpy as np
 from genprof.errors import GenprofError
 from genprof.profiler import forked
 from genprof.profiler.events import DEVICE_KINDS, SKIP_CATEGORIES, EventTable, _Interner, gc_paused
-from genprof.profiler.memory import peak_growth
 
 _WS = re.compile(r"[\s,]*")
 _KEY = re.compile(r'"traceEvents"\s*:\s*\[')
@@ -77,10 +74,13 @@ def _ns(value: Any) -> int:
     return round(float(value or 0) * 1000)
 
 
-def _open_text(path: Path):
+def _gzipped(path: Path) -> bool:
     with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _open_text(path: Path):
+    if _gzipped(path):
         return gzip.open(path, "rt", encoding="utf-8", errors="replace")
     return open(path, "rt", encoding="utf-8", errors="replace")
 
@@ -199,6 +199,10 @@ def _renumbered(dst: array, src: array, values: list, known: dict, new: Callable
     dst.frombytes(np.where(col < 0, col, ids[np.maximum(col, 0)]).tobytes() if len(ids) else col.tobytes())
 
 
+_PLAIN = ("start", "dur", "corr", "k_corr", "k_ns", "k_start", "k_kind", "k_dev", "k_stream")  # no ids in them
+_IDS = ("name_id", "thread", "sig", "k_name")  # ids into the names, threads, signatures, kernel names
+
+
 class _Columns:
     """The events of a trace (or of one part of it) as columns, 8 bytes an event each, with the names,
     threads, argument signatures and kernel names interned in order of first appearance."""
@@ -300,19 +304,13 @@ class _Columns:
         _renumbered(self.sig, other.sig, other.sigs.values, self.sigs.ids, new_sig)
         _renumbered(self.k_name, other.k_name, other.knames.values, self.knames.ids,
                     lambda j: self.knames.values.append(other.knames.values[j]))
-        for mine, theirs in ((self.start, other.start), (self.dur, other.dur), (self.corr, other.corr),
-                             (self.k_corr, other.k_corr), (self.k_ns, other.k_ns), (self.k_start, other.k_start),
-                             (self.k_kind, other.k_kind), (self.k_dev, other.k_dev), (self.k_stream, other.k_stream)):
-            mine.extend(theirs)
+        for col in _PLAIN:
+            getattr(self, col).extend(getattr(other, col))
 
     def append_shared(self, other: _Columns) -> None:
         """Append the events of the part after this one that numbers its values in the same tables."""
-        for mine, theirs in zip(self._columns(), other._columns()):
-            mine.extend(theirs)
-
-    def _columns(self) -> tuple[array, ...]:
-        return (self.name_id, self.thread, self.start, self.dur, self.corr, self.sig, self.k_corr, self.k_ns,
-                self.k_start, self.k_kind, self.k_dev, self.k_stream, self.k_name)
+        for col in _PLAIN + _IDS:
+            getattr(self, col).extend(getattr(other, col))
 
     def table(self, meta: dict[str, Any], reading: dict[str, Any]) -> EventTable:
         sig_arr = np.frombuffer(self.sig, np.int64) if len(self.sig) else np.zeros(0, np.int64)
@@ -331,23 +329,24 @@ class _Columns:
                           reading=reading)
 
 
-PARALLEL_MIN_CHARS = 16 << 20  # the text worth a helper process (its fork, its copy of the text, the join)
+PARALLEL_MIN_CHARS = 32 << 20  # the text worth a helper process (its fork, its copy of the text, the join)
 
 
 def processes_for(path: Path, processes: int | None = None) -> int:
-    """How many processes read `path` (1 or 2): `processes` if given, else 2 from 16 MiB of text, where
+    """How many processes read `path` (1 or 2): `processes` if given, else 2 from 32 MiB of text, where
     `forked.processes` allows (two CPUs, a fork that is safe)."""
-    want = 2 if (processes if processes is not None else _text_size(path) // PARALLEL_MIN_CHARS) >= 2 else 1
-    return forked.processes(want, limit=processes is None)
+    if processes is None:
+        return forked.processes(2 if _text_size(path) >= PARALLEL_MIN_CHARS else 1)
+    return forked.processes(min(int(processes), 2), limit=False)
 
 
 def _text_size(path: Path) -> int:
     """The length of the trace's text: the file's size, or for gzip the size its trailer records (modulo
     4 GiB, the last member's only: it only decides how many processes read it)."""
     size = path.stat().st_size
+    if size < 18 or not _gzipped(path):
+        return size
     with open(path, "rb") as f:
-        if f.read(2) != b"\x1f\x8b" or size < 18:
-            return size
         f.seek(-4, 2)
         return max(int.from_bytes(f.read(4), "little"), size)
 
@@ -427,29 +426,17 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
     they met (the file changed meanwhile), or no helper can be started: the caller reads the file
     again in one pass."""
     t0 = time.perf_counter()
-    fds: list[int] = []
     try:
         claims = _Claims()
-        fds += os.pipe()
-        with forked.fork_quietly():
-            pid = os.fork()
     except OSError as e:
-        for fd in fds:
-            os.close(fd)
-        with contextlib.suppress(NameError):
-            claims.close()
+        raise _SplitFailed(f"no claims lock: {e}") from None
+    try:
+        helper = forked.start(lambda: _helper(path, claims))
+    except OSError as e:
+        claims.close()
         raise _SplitFailed(f"no reading helper: {e}") from None
-    r, w = fds
-    if pid == 0:  # the helper: never returns
-        status = 1
-        try:
-            os.close(r)
-            status = _helper(path, claims, w)
-        finally:
-            os._exit(status)
-    os.close(w)
     stop = None
-    waited = False
+    done = None
     try:
         info: dict[str, Any] = {}
         cols = _Columns()
@@ -465,27 +452,27 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
                     raise _SplitFailed(f"slice {i} does not parse alone") from None
                 cols.add((chunk,))
                 slices += 1
-            if stop is not None:
-                wait = max(HELPER_WAIT_S, 4 * (time.perf_counter() - t0))
-                try:
-                    data = forked.read_all(r, wait)
-                except TimeoutError:
-                    raise _SplitFailed(f"the reading helper did not finish within {wait:.0f} s") from None
-                waited = True
-                payload = pickle.loads(data) if data else "the reading helper ended without its columns"
+        if stop is not None:
+            wait = max(HELPER_WAIT_S, 4 * (time.perf_counter() - t0))
+            try:
+                done = forked.finish(helper, wait)
+            except TimeoutError:
+                raise _SplitFailed(f"the reading helper did not finish within {wait:.0f} s") from None
+            finally:
+                helper = None
     finally:
-        os.close(r)
-        if not waited:  # this side failed or read it all: the helper's work is not wanted
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        if helper is not None:  # this side failed or read it all: the helper's work is not wanted
+            forked.stop(helper)
         claims.close()
     reading = {"processes": 2, "helper_peak_bytes": 0, "slices": slices, "helper_slices": 0}
     if stop is None:  # every slice read here
         return cols, info, reading
+    if done is None:
+        raise _SplitFailed("the reading helper ended without its columns")
+    payload, peak = done
     if isinstance(payload, str):
         raise _SplitFailed(payload)
-    back, after, helper_slices, met, peak = payload
+    back, after, helper_slices, met = payload
     if met != stop:
         raise _SplitFailed("the two readers disagree on the slice where they met (the file changed?)")
     if "after" not in info:
@@ -500,9 +487,10 @@ def _read_from_both_ends(path: Path) -> tuple[_Columns, dict[str, Any], dict[str
 HELPER_TEXT = 512 << 20  # the most text the helper keeps (and at most 2/3 of the trace's): its last slices
 
 
-def _helper(path: Path, claims: _Claims, out: int) -> int:
+def _helper(path: Path, claims: _Claims) -> Any:
+    """The back's part, in a forked process: (its columns in file order, the text after the array, its
+    number of slices, (index, length, head) of the slice where it met the front), or why it failed."""
     gc.disable()  # a short life of many small containers and no cycles (`gc_paused`)
-    growth = peak_growth()
     try:
         info: dict[str, Any] = {}
         kept: collections.deque[str] = collections.deque()
@@ -525,20 +513,15 @@ def _helper(path: Path, claims: _Claims, out: int) -> int:
             try:  # slices come last first: a name's category is the one of its first event in file order
                 part.add((json.loads("[" + text + "]", parse_float=str),), restate=True)
             except ValueError:
-                payload: Any = f"slice {index} does not parse alone"
-                break
+                return f"slice {index} does not parse alone"
             parts.append(part)
             index -= 1
-        else:
-            run = _Columns(tables)
-            for part in reversed(parts):
-                run.append_shared(part)
-            payload = (run, info.get("after"), len(parts), met, growth())
-    except BaseException as e:  # noqa: BLE001 - reported to the parent, which reads the file in one pass
-        payload = f"the reading helper failed: {type(e).__name__}: {e}"
-    with os.fdopen(out, "wb") as f:
-        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return 0
+        run = _Columns(tables)
+        for part in reversed(parts):
+            run.append_shared(part)
+        return run, info.get("after"), len(parts), met
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which reads the file in one pass
+        return f"the reading helper failed: {type(e).__name__}: {e}"
 
 
 def _int(value: Any) -> int:
