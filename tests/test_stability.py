@@ -78,6 +78,9 @@ def test_significance_is_non_overlapping_intervals():
     c = S.summarize([1.0, 1.15, 0.9, 1.1, 0.95, 1.05])
     assert S.significant(a, b) is True and S.significant(a, c) is False
     assert S.significant(a, {"ci_low_s": math.nan}) is None
+    # intervals apart, medians 0.2% apart: drift between runs, not a speedup (MIN_EFFECT)
+    tight, near = (S.summarize([m + d for d in (-1e-5, 0, 1e-5, 0, -1e-5, 1e-5)]) for m in (0.0500, 0.0501))
+    assert tight["ci_high_s"] < near["ci_low_s"] and S.significant(tight, near) is False
 
 
 def test_adaptive_repeats_stop_at_the_target_or_the_budget():

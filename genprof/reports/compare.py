@@ -8,7 +8,9 @@ measured totals (median over repeats), with a spread from the repeats.
 
 Significance: a speedup counts only where the 95% confidence intervals of the
 two medians (genprof.profiler.stats.median_ci, over the repeats) do not
-overlap; otherwise it is "not significant", whatever its size. With fewer
+overlap and the medians differ by more than 1% (stats.MIN_EFFECT: the drift
+between runs of the same thing, which no run's interval sees); otherwise it is
+"not significant", whatever its size. With fewer
 than six repeats the intervals are [min, max] (they cover less than 95%, and
 say so in `ci_level`). Each run's stability verdict (run.json) stands beside it.
 """
